@@ -1,0 +1,231 @@
+"""chatsite's settings, read from the environment.
+
+Every setting has an embedded default, so a fresh clone runs with nothing configured:
+SQLite in ``var/``, the in-memory channel layer, the built-in offline model. Set
+``DATABASE_URL``, ``REDIS_URL`` and ``OPENAI_*`` to run on PostgreSQL, Redis and a real
+model server. The table in README.md lists every variable.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("CHAT_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in var/."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+# --- Core -------------------------------------------------------------------------------
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",  # first, so `runserver` serves ASGI (WebSockets included)
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "conversations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+# Under ASGI every request may run in a different thread: connections are not kept
+# between requests (CONN_MAX_AGE=0). PostgreSQL uses psycopg 3's pool instead.
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'chatsite.sqlite3'}",
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock when a
+    # transaction starts, so two replies never deadlock upgrading a read lock, and the
+    # busy timeout makes a writer wait for the lock instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": env_int("DATABASE_POOL_MIN", 2),
+            "max_size": env_int("DATABASE_POOL_MAX", 20),
+            "timeout": env_float("DATABASE_POOL_TIMEOUT_S", 10),
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer ----------------------------------------------------------------------
+# One process: the in-memory layer. Several processes: Redis carries every event
+# between them. Token traffic needs far more than the default capacity of 100.
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 2000)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": url} for url in env_list("REDIS_URL")],
+                "capacity": CHANNEL_CAPACITY,
+                "expiry": 60,
+                # At least daphne's WebSocket timeout, so no viewer silently leaves.
+                "group_expiry": 86400,
+                "prefix": os.environ.get("CHANNEL_PREFIX", "chatsite"),
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": 60},
+        }
+    }
+
+# --- The model --------------------------------------------------------------------------
+# Nothing set: the built-in offline demo model. OPENAI_API_KEY and/or OPENAI_BASE_URL:
+# ChatOpenAI against OpenAI or any compatible server (vLLM, Ollama, llama.cpp server).
+
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+CHAT_MODEL = os.environ.get("CHAT_MODEL", "")
+CHAT_SYSTEM_PROMPT = os.environ.get(
+    "CHAT_SYSTEM_PROMPT", "You are a helpful assistant. Answer in Markdown."
+)
+CHAT_HISTORY_MAX_TOKENS = env_int("CHAT_HISTORY_MAX_TOKENS", 6000)
+CHAT_OFFLINE_DELAY_MS = env_float("CHAT_OFFLINE_DELAY_MS", 20)
+CHAT_CONNECT_TIMEOUT_S = env_float("CHAT_CONNECT_TIMEOUT_S", 10)
+CHAT_MODEL_RETRIES = env_int("CHAT_MODEL_RETRIES", 1)
+
+# --- Replies ----------------------------------------------------------------------------
+
+CHAT_REPLY_TIMEOUT_S = env_float("CHAT_REPLY_TIMEOUT_S", 300)
+CHAT_CHUNK_TIMEOUT_S = env_float("CHAT_CHUNK_TIMEOUT_S", 60)
+CHAT_RUN_LEASE_S = env_float("CHAT_RUN_LEASE_S", 30)
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
+CHAT_FRAME_INTERVAL_MS = env_float("CHAT_FRAME_INTERVAL_MS", 30)
+CHAT_FLUSH_INTERVAL_MS = env_float("CHAT_FLUSH_INTERVAL_MS", 250)
+
+# --- Accounts, static files, i18n -------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Without a proxy in front, the ASGI app serves static files itself (asgi.py).
+SERVE_STATIC = env_bool("SERVE_STATIC", True)
+
+# --- Security ---------------------------------------------------------------------------
+# CHAT_HTTPS=1 when served over HTTPS behind a proxy: secure cookies, HSTS, redirects.
+
+CHAT_HTTPS = env_bool("CHAT_HTTPS")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = CHAT_HTTPS
+SECURE_SSL_REDIRECT = CHAT_HTTPS
+SECURE_HSTS_SECONDS = 31536000 if CHAT_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = CHAT_HTTPS
+SECURE_HSTS_PRELOAD = CHAT_HTTPS
+if CHAT_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "conversations": {"level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
+        # Access logs would carry Authorization headers' neighbours; keep them quiet.
+        "httpx": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,139 @@
+"""The WebSocket surface: ``/ws/conversations/<uuid>/``.
+
+A thin edge: it authorises the connection, parses frames and calls the services; the
+live events reach it through the conversation's group and leave through a Viewer.
+"""
+
+import json
+import logging
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from . import events, runs, selectors, services
+from .services import ChatError
+from .viewers import Viewer
+
+log = logging.getLogger(__name__)
+
+# Close codes sent before any data (the handshake is refused with HTTP 403).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation = None
+    viewer: Viewer | None = None
+
+    async def connect(self) -> None:
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        self.conversation = await selectors.aconversation_for(user, conversation_id)
+        if self.conversation is None:
+            # Another user's conversation looks exactly like one that does not exist.
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.viewer = Viewer(
+            conversation_id=self.conversation.id,
+            channel_name=self.channel_name,
+            emit=self.send_json_text,
+            resync=self.send_snapshot,
+        )
+        await self.accept()
+        try:
+            # Subscribe before reading the snapshot, so no frame falls between the two.
+            await self.channel_layer.group_add(
+                runs.group_name(self.conversation.id), self.channel_name
+            )
+        except Exception:
+            log.warning("channel layer unreachable; viewer of %s gets no live events",
+                        self.conversation.id)
+            await self.send_event(events.error(
+                "live_unavailable", "Live updates are unavailable right now; reload later."
+            ))
+        await self.send_snapshot()
+
+    async def disconnect(self, code: int) -> None:
+        # Leaving never stops a reply: the run belongs to the server, not the socket.
+        if self.viewer is not None:
+            try:
+                await self.channel_layer.group_discard(
+                    runs.group_name(self.conversation.id), self.channel_name
+                )
+            except Exception:
+                pass
+
+    # --- client → server ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        try:
+            request = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            await self.send_event(events.error("invalid_json", "Send one JSON object per frame."))
+            return
+        handler = {
+            events.MESSAGE_SEND: self.on_send,
+            events.REPLY_STOP: self.on_stop,
+            events.RESYNC: self.on_resync,
+        }.get(request.get("type"))
+        client_id = request.get("client_id") if isinstance(request.get("client_id"), str) else None
+        if handler is None:
+            await self.send_event(events.error(
+                "unknown_type", f"Unknown event type {request.get('type')!r}.", client_id
+            ))
+            return
+        try:
+            await handler(request)
+        except ChatError as exc:
+            await self.send_event(events.error(exc.code, exc.detail, client_id))
+
+    async def on_send(self, request: dict) -> None:
+        exchange = await services.reply_start(
+            conversation=self.conversation,
+            content=request.get("content"),
+            client_id=request.get("client_id"),
+        )
+        if not exchange.created:
+            # A retry of a send that already happened: answer with what it created.
+            client_id = request["client_id"]
+            await self.send_event(events.message_created(exchange.user_message, client_id))
+            if exchange.reply is not None:
+                await self.send_event(events.message_created(exchange.reply, client_id))
+
+    async def on_stop(self, request: dict) -> None:
+        message_id = request.get("message")
+        if message_id is not None and not isinstance(message_id, str):
+            raise ChatError("invalid_field", "`message` must be a message id.")
+        await services.reply_stop(conversation=self.conversation, message_id=message_id)
+
+    async def on_resync(self, request: dict) -> None:
+        await self.send_snapshot()
+
+    # --- server → client ----------------------------------------------------------------
+
+    async def send_snapshot(self) -> None:
+        snapshot = await selectors.snapshot(self.conversation.id)
+        if snapshot is None:
+            await self.send_event(events.error("not_found", "This conversation was deleted."))
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.viewer.reset(snapshot)
+        await self.send_event(snapshot)
+
+    async def send_event(self, event: events.Event) -> None:
+        await self.send(text_data=events.dumps(event))
+
+    async def send_json_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    # --- channel layer → client ---------------------------------------------------------
+
+    async def chat_frame(self, frame: dict) -> None:
+        await self.viewer.on_frame(frame)
+
+    async def run_filled(self, reply: dict) -> None:
+        await self.viewer.on_filled(reply)

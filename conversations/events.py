@@ -1,0 +1,130 @@
+"""The event protocol (version 1): every event any surface sends is built here.
+
+WebSocket frames, SSE ``data:`` lines and the pages carry the same JSON objects. The
+table of events is in DESIGN.md; this module is its only implementation.
+"""
+
+import json
+from typing import Any
+
+from .models import Conversation, Message
+
+PROTOCOL_VERSION = 1
+
+SNAPSHOT = "snapshot"
+MESSAGE_CREATED = "message.created"
+TOKEN = "token"
+MESSAGE_COMPLETED = "message.completed"
+MESSAGE_FAILED = "message.failed"
+MESSAGE_CANCELLED = "message.cancelled"
+MESSAGE_INTERRUPTED = "message.interrupted"
+CONVERSATION_UPDATED = "conversation.updated"
+ERROR = "error"
+
+# Client → server.
+MESSAGE_SEND = "message.send"
+REPLY_STOP = "reply.stop"
+RESYNC = "resync"
+
+FINAL_TYPES = {
+    Message.Status.COMPLETED: MESSAGE_COMPLETED,
+    Message.Status.FAILED: MESSAGE_FAILED,
+    Message.Status.CANCELLED: MESSAGE_CANCELLED,
+    Message.Status.INTERRUPTED: MESSAGE_INTERRUPTED,
+}
+
+FINAL_EVENT_TYPES = frozenset(FINAL_TYPES.values())
+
+Event = dict[str, Any]
+
+
+def dumps(event: Event) -> str:
+    """One event as compact JSON text (UTF-8 kept as is, not escaped)."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def message_out(message: Message) -> Event:
+    out = {
+        "id": str(message.id),
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "seq": message.seq,
+        "created_at": _iso(message.created_at),
+    }
+    if message.role == Message.Role.ASSISTANT:
+        out.update(
+            model=message.model,
+            usage=message.usage,
+            error=message.error,
+            reply_to=str(message.reply_to_id) if message.reply_to_id else None,
+            time_to_first_token_ms=message.time_to_first_token_ms,
+            duration_ms=message.duration_ms,
+            completed_at=_iso(message.completed_at),
+        )
+    return out
+
+
+def conversation_out(conversation: Conversation) -> Event:
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "source": conversation.source,
+        "created_at": _iso(conversation.created_at),
+        "updated_at": _iso(conversation.updated_at),
+    }
+
+
+def snapshot(conversation: Conversation, messages: list[Message]) -> Event:
+    return {
+        "type": SNAPSHOT,
+        "version": PROTOCOL_VERSION,
+        "conversation": conversation_out(conversation),
+        "messages": [message_out(m) for m in messages],
+    }
+
+
+def message_created(message: Message, client_id: str | None = None) -> Event:
+    event = {
+        "type": MESSAGE_CREATED,
+        "conversation": str(message.conversation_id),
+        "message": message_out(message),
+    }
+    if client_id:
+        event["client_id"] = client_id
+    return event
+
+
+def token(conversation_id: str, message_id: str, seq: int, content: str) -> Event:
+    return {
+        "type": TOKEN,
+        "conversation": conversation_id,
+        "message": message_id,
+        "seq": seq,
+        "content": content,
+    }
+
+
+def message_final(message: Message) -> Event:
+    """The one event that ends a reply, carrying the saved message."""
+    return {
+        "type": FINAL_TYPES[message.status],
+        "conversation": str(message.conversation_id),
+        "message": message_out(message),
+    }
+
+
+def conversation_updated(conversation: Conversation) -> Event:
+    return {"type": CONVERSATION_UPDATED, "conversation": conversation_out(conversation)}
+
+
+def error(code: str, detail: str, client_id: str | None = None) -> Event:
+    event = {"type": ERROR, "code": code, "detail": detail}
+    if client_id:
+        event["client_id"] = client_id
+    return event

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from .consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    path("ws/conversations/<uuid:conversation_id>/", ChatConsumer.as_asgi()),
+]

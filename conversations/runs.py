@@ -1,0 +1,351 @@
+"""The run: one assistant reply, streamed from the model to every viewer.
+
+It reads like the data flow in DESIGN.md::
+
+    read_model   chain.astream() → text waiting to be published
+    publish      waiting text → one numbered token frame → the conversation's group
+    flush        content + seq + heartbeat → the database, at most every 250 ms
+    finish       the final save, then exactly one final event
+
+A run belongs to the process that started it and outlives every connection. Other
+processes reach it through its control group: ``run.stop`` cancels it, ``run.fill``
+asks for frames a viewer missed.
+"""
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+from langchain_core.runnables import Runnable
+
+from . import events
+from .models import Message
+
+log = logging.getLogger(__name__)
+
+# The runs of this process, by assistant message id and by conversation id.
+_runs: dict[str, "Run"] = {}
+_runs_by_conversation: dict[str, "Run"] = {}
+
+
+def group_name(conversation_id: Any) -> str:
+    """Every viewer of a conversation, in any process."""
+    return f"conv.{conversation_id}"
+
+
+def control_group(conversation_id: Any) -> str:
+    """The process that runs the conversation's reply."""
+    return f"run.{conversation_id}"
+
+
+def local_run(message_id: Any) -> "Run | None":
+    return _runs.get(str(message_id))
+
+
+def local_message_ids() -> list[str]:
+    return list(_runs)
+
+
+def local_run_for_conversation(conversation_id: Any) -> "Run | None":
+    return _runs_by_conversation.get(str(conversation_id))
+
+
+def frame_message(event: events.Event, *, message_id: str | None = None, seq=None) -> dict:
+    """A channel-layer message carrying one event, encoded once for every viewer."""
+    return {
+        "type": "chat.frame",
+        "json": events.dumps(event),
+        "message": message_id,
+        "seq": seq,
+        "final": event["type"] in events.FINAL_EVENT_TYPES,
+    }
+
+
+async def publish(conversation_id: Any, event: events.Event, **routing: Any) -> bool:
+    """Send an event to every viewer; False when the channel layer is unreachable.
+
+    The layer is lossy by design: the database holds the durable copy, so a failed
+    publish is logged, never raised into the run.
+    """
+    try:
+        await get_channel_layer().group_send(
+            group_name(conversation_id), frame_message(event, **routing)
+        )
+    except Exception:
+        log.warning("could not publish %s for conversation %s", event["type"], conversation_id)
+        return False
+    return True
+
+
+class ModelStalled(Exception):
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """An error code and a detail a person can act on, for anything the model raised."""
+    if isinstance(exc, ModelStalled):
+        return exc.code, exc.detail
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - langchain-openai depends on it
+        openai = None
+    if openai is not None:
+        if isinstance(exc, openai.APITimeoutError):
+            return "model_timeout", "The model server did not answer in time."
+        if isinstance(exc, openai.APIConnectionError):
+            return "model_unreachable", f"Could not reach the model server: {exc}"
+        if isinstance(exc, openai.APIStatusError):
+            return "model_error", f"The model server answered HTTP {exc.status_code}: {exc.message}"
+    if isinstance(exc, TimeoutError) or type(exc).__name__ in {"ReadTimeout", "TimeoutException"}:
+        return "chunk_timeout", "The model stopped sending text mid-reply."
+    if type(exc).__module__.startswith(("httpx", "httpcore", "h11")):
+        return "model_stream_broken", f"The model's stream broke off: {exc}"
+    return "model_error", f"{type(exc).__name__}: {exc}"
+
+
+class Run:
+    def __init__(self, *, message: Message, inputs: dict, chain: Runnable):
+        self.message_id = str(message.id)
+        self.conversation_id = str(message.conversation_id)
+        self.inputs = inputs
+        self.chain = chain
+        self.layer = get_channel_layer()
+        # frames[i] is the JSON of the token event with seq i + 1; parts[i] its text.
+        self.frames: list[str] = []
+        self.parts: list[str] = []
+        self.waiting: list[str] = []
+        self.usage: dict | None = None
+        self.stopped = False
+        self.failure: ModelStalled | None = None
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.last_chunk_at = self.started
+        self.flushed_seq = 0
+        self.message: Message | None = None  # the final saved message
+        self._wake = asyncio.Event()
+        self._reader: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None
+
+    # --- state ------------------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        return len(self.frames)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def frames_after(self, seq: int) -> list[str]:
+        return self.frames[seq:]
+
+    # --- control ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Cancel the model stream; the text already sent to viewers is what is saved."""
+        if self._reader is None or self._reader.done():
+            return
+        self.stopped = True
+        self._reader.cancel()
+
+    def _fail(self, code: str, detail: str) -> None:
+        if self._reader is not None and not self._reader.done():
+            self.failure = ModelStalled(code, detail)
+            self._reader.cancel()
+
+    # --- the flow ---------------------------------------------------------------------
+
+    async def main(self) -> None:
+        _runs[self.message_id] = self
+        _runs_by_conversation[self.conversation_id] = self
+        self._reader = asyncio.create_task(self.read_model())
+        flusher = asyncio.create_task(self.flush_periodically())
+        listener = asyncio.create_task(self.listen())
+        try:
+            await self.publish_frames()
+            # No flush may start after the final save (a queued one finds the reply ended).
+            flusher.cancel()
+            await self.finish()
+        finally:
+            for task in (flusher, listener, self._reader):
+                task.cancel()
+            _runs.pop(self.message_id, None)
+            if _runs_by_conversation.get(self.conversation_id) is self:
+                del _runs_by_conversation[self.conversation_id]
+
+    async def read_model(self) -> None:
+        stream = self.chain.astream(self.inputs)
+        try:
+            async for chunk in stream:
+                self.last_chunk_at = time.monotonic()
+                if chunk.usage_metadata:
+                    self.usage = {
+                        "prompt_tokens": chunk.usage_metadata.get("input_tokens", 0),
+                        "completion_tokens": chunk.usage_metadata.get("output_tokens", 0),
+                    }
+                text = chunk.content if isinstance(chunk.content, str) else chunk.text
+                if text:
+                    if self.first_token_at is None:
+                        self.first_token_at = self.last_chunk_at
+                    self.waiting.append(text)
+                    self._wake.set()
+        finally:
+            # Closes the model's HTTP stream at once, on stop as on failure.
+            await stream.aclose()
+            self._wake.set()
+
+    async def publish_frames(self) -> None:
+        """Coalesce waiting text into frames: the first at once, then at most one per
+        frame interval while text keeps coming."""
+        interval = settings.CHAT_FRAME_INTERVAL_MS / 1000
+        reader = self._reader
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if reader.done():
+                break
+            if self.waiting:
+                await self.publish_frame()
+                if interval:
+                    await asyncio.sleep(interval)
+        if not self.stopped and self.waiting:
+            # What the model sent before it ended or failed still reaches viewers; on
+            # stop, text no viewer has seen is dropped, so the saved text is what they saw.
+            await self.publish_frame()
+
+    async def publish_frame(self) -> None:
+        text = "".join(self.waiting)
+        self.waiting.clear()
+        seq = len(self.frames) + 1
+        event = events.token(self.conversation_id, self.message_id, seq, text)
+        message = frame_message(event, message_id=self.message_id, seq=seq)
+        self.frames.append(message["json"])
+        self.parts.append(text)
+        try:
+            await self.layer.group_send(group_name(self.conversation_id), message)
+        except Exception:
+            # Viewers will resync from the database, which the flusher keeps current.
+            log.warning("channel layer unreachable; reply %s continues", self.message_id)
+
+    async def flush_periodically(self) -> None:
+        interval = settings.CHAT_FLUSH_INTERVAL_MS / 1000
+        heartbeat_every = max(interval, settings.CHAT_RUN_LEASE_S / 3)
+        last_write = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - self.started > settings.CHAT_REPLY_TIMEOUT_S:
+                self._fail("reply_timeout", "The reply took longer than the time allowed.")
+            elif now - self.last_chunk_at > settings.CHAT_CHUNK_TIMEOUT_S:
+                self._fail("chunk_timeout", "The model stopped sending text mid-reply.")
+            if self.seq != self.flushed_seq or now - last_write >= heartbeat_every:
+                seq, text = self.seq, self.text()
+                if not await self.flush(seq=seq, content=text):
+                    # Someone else ended this reply (the sweeper judged it dead): stop.
+                    log.warning("reply %s was ended elsewhere; stopping its run", self.message_id)
+                    self.stopped = True
+                    self._reader.cancel()
+                    return
+                self.flushed_seq = seq
+                last_write = now
+
+    @database_sync_to_async
+    def flush(self, *, seq: int, content: str) -> bool:
+        return bool(
+            Message.objects.filter(pk=self.message_id, status=Message.Status.STREAMING).update(
+                content=content, seq=seq, updated_at=timezone.now()
+            )
+        )
+
+    async def finish(self) -> None:
+        reader = self._reader
+        error = None
+        if self.stopped:
+            status = Message.Status.CANCELLED
+        elif self.failure is not None or (not reader.cancelled() and reader.exception()):
+            status = Message.Status.FAILED
+            code, detail = describe_failure(self.failure or reader.exception())
+            error = {"code": code, "detail": detail}
+            log.info("reply %s failed: %s %s", self.message_id, code, detail)
+        else:
+            status = Message.Status.COMPLETED
+        now = time.monotonic()
+        self.message = await self.save_final(
+            status=status,
+            error=error,
+            time_to_first_token_ms=(
+                round((self.first_token_at - self.started) * 1000)
+                if self.first_token_at
+                else None
+            ),
+            duration_ms=round((now - self.started) * 1000),
+        )
+        if self.message is not None:
+            await publish(self.conversation_id, events.message_final(self.message))
+
+    @database_sync_to_async
+    def save_final(self, *, status: str, **fields: Any) -> Message | None:
+        updated = Message.objects.filter(
+            pk=self.message_id, status=Message.Status.STREAMING
+        ).update(
+            status=status,
+            content=self.text(),
+            seq=self.seq,
+            usage=self.usage,
+            completed_at=timezone.now(),
+            updated_at=timezone.now(),
+            **fields,
+        )
+        if not updated:
+            return None  # already ended elsewhere; its ender told the viewers
+        return Message.objects.get(pk=self.message_id)
+
+    async def listen(self) -> None:
+        """Answer other processes: stop this run, or resend frames a viewer missed."""
+        try:
+            channel = await self.layer.new_channel(prefix="run.")
+            group = control_group(self.conversation_id)
+            await self.layer.group_add(group, channel)
+        except Exception:
+            log.warning("channel layer unreachable; reply %s can be stopped only locally",
+                        self.message_id)
+            return
+        try:
+            while True:
+                request = await self.layer.receive(channel)
+                if request.get("message") not in (None, self.message_id):
+                    continue
+                if request["type"] == "run.stop":
+                    self.stop()
+                elif request["type"] == "run.fill":
+                    await self.layer.send(
+                        request["reply_to"],
+                        {
+                            "type": "run.filled",
+                            "message": self.message_id,
+                            "after": request["after"],
+                            "frames": self.frames_after(request["after"]),
+                        },
+                    )
+        finally:
+            try:
+                await self.layer.group_discard(group, channel)
+            except Exception:
+                pass
+
+
+def start_run(*, message: Message, inputs: dict, chain: Runnable) -> Run:
+    """Start a reply as a task of this process; it never depends on a connection."""
+    run = Run(message=message, inputs=inputs, chain=chain)
+    run.task = asyncio.get_running_loop().create_task(run.main(), name=f"run-{run.message_id}")
+    # The registry holds the run (and so its task) until it ends.
+    _runs[run.message_id] = run
+    _runs_by_conversation[run.conversation_id] = run
+    return run

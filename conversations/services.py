@@ -1,0 +1,254 @@
+"""Write paths: starting, stopping and sweeping replies.
+
+Consumers, SSE views and API views only parse and authorise, then call these. Each rule
+(what a valid message is, when a conversation is busy) is written here once.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import events, llm, runs
+from .models import Conversation, Message
+
+log = logging.getLogger(__name__)
+
+TITLE_CHARS = 60
+CLIENT_ID_CHARS = 100
+
+
+class ChatError(Exception):
+    """A refusal with a code clients can act on and a detail people can read."""
+
+    def __init__(self, code: str, detail: str, status: int = 400):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+@dataclass
+class Exchange:
+    user_message: Message
+    reply: Message
+    created: bool  # False when a repeated client_id found an earlier exchange
+
+
+# --- checking ---------------------------------------------------------------------------
+
+
+def check_send(content: Any, client_id: Any = None) -> tuple[str, str | None]:
+    """Validate a message a user wants to send; returns (content, client_id)."""
+    if not isinstance(content, str):
+        raise ChatError("invalid_field", "`content` must be a string.")
+    if not content.strip():
+        raise ChatError("empty_content", "The message is empty.")
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise ChatError(
+            "message_too_long",
+            f"The message has {len(content)} characters; the limit is {limit}.",
+            status=413,
+        )
+    if client_id is not None and (
+        not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_CHARS
+    ):
+        raise ChatError(
+            "invalid_field", f"`client_id` must be a string of 1 to {CLIENT_ID_CHARS} characters."
+        )
+    return content, client_id
+
+
+def title_from(content: str) -> str:
+    words = " ".join(content.split())
+    return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+# --- doing ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Created:
+    exchange: Exchange
+    titled: bool = False
+    turns: list[tuple[str, str]] | None = None  # the model's history before the message
+    swept: list[Message] | None = None  # dead replies that stood in the way
+
+
+@database_sync_to_async
+def _create_exchange(
+    conversation: Conversation, content: str, client_id: str | None, model: str, alive: list
+) -> _Created:
+    """Save the user message and the streaming reply."""
+    if client_id and (found := _exchange_for_client_id(conversation, client_id)):
+        return _Created(found)
+    with transaction.atomic():
+        swept = _sweep(Message.objects.filter(conversation=conversation), alive)
+        try:
+            with transaction.atomic():
+                user_message = Message.objects.create(
+                    conversation=conversation,
+                    role=Message.Role.USER,
+                    content=content,
+                    client_id=client_id,
+                )
+                reply = Message.objects.create(
+                    conversation=conversation,
+                    role=Message.Role.ASSISTANT,
+                    status=Message.Status.STREAMING,
+                    reply_to=user_message,
+                    model=model,
+                )
+        except IntegrityError:
+            if client_id and (found := _exchange_for_client_id(conversation, client_id)):
+                return _Created(found)
+            raise ChatError(
+                "conversation_busy",
+                "A reply is still streaming in this conversation; stop it or wait.",
+                status=409,
+            ) from None
+        titled = not conversation.title
+        if titled:
+            conversation.title = title_from(content)
+        conversation.model = model
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["title", "model", "updated_at"])
+        turns = list(
+            Message.objects.filter(conversation=conversation, created_at__lt=user_message.created_at)
+            .exclude(pk=user_message.pk)
+            .filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
+            .values_list("role", "content")
+        )
+    return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
+
+
+def _exchange_for_client_id(conversation: Conversation, client_id: str) -> Exchange | None:
+    user_message = Message.objects.filter(conversation=conversation, client_id=client_id).first()
+    if user_message is None:
+        return None
+    reply = user_message.replies.order_by("-created_at").first()
+    return Exchange(user_message, reply, created=False)
+
+
+async def reply_start(
+    *, conversation: Conversation, content: str, client_id: str | None = None
+) -> Exchange:
+    """Save the user's message and start the assistant's reply as a server-side run.
+
+    A ``client_id`` already used in the conversation starts nothing: the earlier
+    exchange is returned with ``created=False``.
+    """
+    content, client_id = check_send(content, client_id)
+    created = await _create_exchange(
+        conversation, content, client_id, llm.model_name(), runs.local_message_ids()
+    )
+    exchange = created.exchange
+    if not exchange.created:
+        return exchange
+    for message in created.swept:
+        await runs.publish(conversation.id, events.message_final(message))
+    await runs.publish(conversation.id, events.message_created(exchange.user_message, client_id))
+    await runs.publish(
+        conversation.id,
+        events.message_created(exchange.reply, client_id),
+        message_id=str(exchange.reply.id),
+        seq=0,  # tells viewers a reply starts streaming
+    )
+    if created.titled:
+        await runs.publish(conversation.id, events.conversation_updated(conversation))
+    inputs = llm.chain_inputs(
+        system_prompt=conversation.system_prompt, turns=created.turns, content=content
+    )
+    runs.start_run(message=exchange.reply, inputs=inputs, chain=llm.get_chain())
+    return exchange
+
+
+@database_sync_to_async
+def _streaming_reply(conversation: Conversation, message_id: str | None) -> Message | None:
+    replies = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
+    if message_id:
+        replies = replies.filter(pk=message_id)
+    return replies.first()
+
+
+async def reply_stop(*, conversation: Conversation, message_id: str | None = None) -> str:
+    """Stop the conversation's streaming reply, wherever it runs; returns its id.
+
+    The run saves exactly the text its viewers were sent and announces the result with
+    ``message.cancelled``.
+    """
+    run = runs.local_run_for_conversation(conversation.id)
+    if run is not None and message_id in (None, run.message_id):
+        run.stop()
+        return run.message_id
+    reply = await _streaming_reply(conversation, message_id)
+    if reply is None:
+        raise ChatError("not_streaming", "No reply is streaming in this conversation.", 409)
+    try:
+        await get_channel_layer().group_send(
+            runs.control_group(conversation.id), {"type": "run.stop", "message": str(reply.id)}
+        )
+    except Exception as exc:
+        raise ChatError(
+            "live_unavailable", "The stop could not reach the reply's worker; try again.", 503
+        ) from exc
+    return str(reply.id)
+
+
+# --- crash recovery ---------------------------------------------------------------------
+
+
+def _sweep(replies, alive: list[str]) -> list[Message]:
+    """Mark streaming replies whose heartbeat went stale as interrupted (in a transaction).
+
+    ``alive`` are the replies this process is running: never swept, however late.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_RUN_LEASE_S)
+    stale = list(
+        replies.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
+        .exclude(pk__in=alive)
+        .select_for_update()
+    )
+    now = timezone.now()
+    for message in stale:
+        message.status = Message.Status.INTERRUPTED
+        message.error = {
+            "code": "interrupted",
+            "detail": "The worker running this reply stopped; the text saved so far is kept.",
+        }
+        message.completed_at = now
+        message.save(update_fields=["status", "error", "completed_at", "updated_at"])
+    return stale
+
+
+@database_sync_to_async
+def _sweep_all(alive: list[str]) -> list[Message]:
+    with transaction.atomic():
+        return _sweep(Message.objects.all(), alive)
+
+
+async def sweep_replies() -> list[Message]:
+    """End every reply whose run died, and tell its viewers."""
+    swept = await _sweep_all(runs.local_message_ids())
+    for message in swept:
+        log.warning("reply %s interrupted: its run stopped sending heartbeats", message.id)
+        await runs.publish(message.conversation_id, events.message_final(message))
+    return swept
+
+
+# --- conversations ----------------------------------------------------------------------
+
+
+def conversation_create(*, owner, source: str = Conversation.Source.WEB, title: str = "",
+                        system_prompt: str = "") -> Conversation:
+    return Conversation.objects.create(
+        owner=owner, source=source, title=title, system_prompt=system_prompt,
+        model=llm.model_name(),
+    )

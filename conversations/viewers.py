@@ -1,0 +1,134 @@
+"""A viewer: one client's gap-free view of a conversation's live events.
+
+Every surface that shows a conversation live (the WebSocket consumer, the SSE views)
+feeds the channel layer's frames through a Viewer, which sends each token frame exactly
+once and in order. The viewer subscribes before it reads its snapshot, so frames the
+snapshot already covers are dropped here; frames the snapshot lags behind (it was read
+from the database, up to one flush old) or that the lossy channel layer dropped are
+filled from the run that published them, in this process or through its control group.
+"""
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from channels.layers import get_channel_layer
+
+from . import events, runs
+
+log = logging.getLogger(__name__)
+
+# How long a viewer holds frames back waiting for a fill before it resyncs from the
+# database instead.
+FILL_PATIENCE_S = 2.0
+
+
+@dataclass
+class _Gap:
+    since: float
+    held_back: list[dict] = field(default_factory=list)
+
+
+class Viewer:
+    def __init__(
+        self,
+        *,
+        conversation_id,
+        channel_name: str,
+        emit: Callable[[str], Awaitable[None]],
+        resync: Callable[[], Awaitable[None]],
+    ):
+        self.conversation_id = str(conversation_id)
+        self.channel_name = channel_name
+        self.emit = emit  # sends one event's JSON to the client
+        self.resync = resync  # sends the client a fresh snapshot (and calls reset)
+        self.held: dict[str, int] = {}  # streaming reply id → last seq the client holds
+        self.gaps: dict[str, _Gap] = {}
+
+    def reset(self, snapshot: events.Event) -> None:
+        """The client now holds this snapshot."""
+        self.held = {
+            m["id"]: m["seq"] for m in snapshot["messages"] if m["status"] == "streaming"
+        }
+        self.gaps.clear()
+
+    def resume(self, message_id: str, seq: int) -> None:
+        """The client already holds a reply up to ``seq`` (SSE's Last-Event-ID)."""
+        self.held[message_id] = seq
+
+    async def on_frame(self, frame: dict) -> None:
+        message_id, seq = frame["message"], frame["seq"]
+        if seq is None:
+            if frame["final"]:
+                self.held.pop(message_id, None)
+                self.gaps.pop(message_id, None)
+            await self.emit(frame["json"])
+            return
+        if seq == 0:  # a reply starts
+            self.held.setdefault(message_id, 0)
+            await self.emit(frame["json"])
+            return
+        if (gap := self.gaps.get(message_id)) is not None:
+            gap.held_back.append(frame)
+            if time.monotonic() - gap.since > FILL_PATIENCE_S:
+                log.warning("no fill for reply %s; resyncing viewer from the database",
+                            message_id)
+                await self._resync_and_replay(gap.held_back)
+            return
+        have = self.held.get(message_id)
+        if have is None:
+            # A reply this viewer never saw start: its message.created was lost.
+            log.warning("viewer missed the start of reply %s; resyncing", message_id)
+            await self._resync_and_replay([frame])
+            return
+        if seq <= have:
+            return  # the client holds it already
+        if seq > have + 1:
+            await self._fill(message_id, have, frame)
+            return
+        self.held[message_id] = seq
+        await self.emit(frame["json"])
+
+    async def _fill(self, message_id: str, have: int, frame: dict) -> None:
+        log.warning(
+            "viewer of reply %s missed frames %d..%d; filling them",
+            message_id, have + 1, frame["seq"] - 1,
+        )
+        run = runs.local_run(message_id)
+        if run is not None:
+            await self.on_filled({"message": message_id, "after": have,
+                                  "frames": run.frames_after(have)})
+            await self.on_frame(frame)
+            return
+        self.gaps[message_id] = _Gap(since=time.monotonic(), held_back=[frame])
+        try:
+            await get_channel_layer().group_send(
+                runs.control_group(self.conversation_id),
+                {"type": "run.fill", "message": message_id, "after": have,
+                 "reply_to": self.channel_name},
+            )
+        except Exception:
+            log.warning("could not ask for the frames of reply %s; resyncing", message_id)
+            await self._resync_and_replay(self.gaps[message_id].held_back)
+
+    async def on_filled(self, reply: dict) -> None:
+        """The run's answer to a fill: every frame after ``after``."""
+        message_id = reply["message"]
+        gap = self.gaps.pop(message_id, None)
+        have = self.held.get(message_id)
+        if have is None:
+            return  # the reply ended meanwhile; its final event carried the whole text
+        for seq, text in enumerate(reply["frames"], start=reply["after"] + 1):
+            if seq == have + 1:
+                await self.emit(text)
+                have = seq
+        self.held[message_id] = have
+        for frame in gap.held_back if gap else ():
+            await self.on_frame(frame)
+
+    async def _resync_and_replay(self, frames: list[dict]) -> None:
+        await self.resync()
+        for frame in frames:
+            if frame["message"] in self.held:
+                await self.on_frame(frame)

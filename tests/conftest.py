@@ -1,0 +1,135 @@
+"""Shared fixtures: users, conversations, WebSocket clients, the stub model server."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+
+from conversations import runs
+
+ROOT = Path(__file__).resolve().parent.parent
+FINAL_TYPES = {"message.completed", "message.failed", "message.cancelled", "message.interrupted"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_layer_and_fast_model(settings):
+    # The in-memory layer's queues belong to the event loop that made them: a new
+    # layer per test, as each test has its own loop.
+    channel_layers.backends.clear()
+    settings.CHAT_OFFLINE_DELAY_MS = 1
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+async def _runs_end_with_their_test():
+    """A run left streaming would write to a database the next test has flushed."""
+    yield
+    pending = [run.task for run in list(runs._runs.values()) if run.task]
+    for run in list(runs._runs.values()):
+        run.stop()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def other_user(db):
+    return get_user_model().objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture
+def conversation(user):
+    from conversations.services import conversation_create
+
+    return conversation_create(owner=user)
+
+
+async def session_cookie(user) -> str:
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return client.cookies["sessionid"].value
+
+
+async def connect(user, conversation_id, *, origin="http://127.0.0.1:8000"):
+    """A WebSocket client through the whole ASGI stack (session auth, origin check)."""
+    from chatsite.asgi import application
+
+    headers = [(b"host", b"127.0.0.1:8000")]
+    if origin:
+        headers.append((b"origin", origin.encode()))
+    if user is not None:
+        headers.append((b"cookie", f"sessionid={await session_cookie(user)}".encode()))
+    communicator = WebsocketCommunicator(
+        application, f"/ws/conversations/{conversation_id}/", headers=headers
+    )
+    connected, code = await communicator.connect(timeout=5)
+    communicator.close_code = code
+    communicator.accepted = connected
+    return communicator
+
+
+async def receive(communicator, timeout: float = 5) -> dict:
+    return json.loads(await communicator.receive_from(timeout=timeout))
+
+
+async def receive_until_final(communicator, timeout: float = 15) -> list[dict]:
+    """Every event up to and including the first final event."""
+    received = []
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await receive(communicator, timeout=timeout)
+            received.append(event)
+            if event["type"] in FINAL_TYPES:
+                return received
+
+
+def joined_tokens(received: list[dict], message_id: str, after: int = 0) -> str:
+    tokens = [e for e in received if e["type"] == "token" and e["message"] == message_id]
+    seqs = [e["seq"] for e in tokens]
+    assert seqs == list(range(after + 1, after + 1 + len(tokens))), f"gap or repeat: {seqs}"
+    return "".join(e["content"] for e in tokens)
+
+
+@pytest.fixture(scope="session")
+def stub_server():
+    """The stub OpenAI-compatible server, in its own process on a free loopback port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_stub", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = int(process.stdout.readline())
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=5)
+
+
+@pytest.fixture
+def openai_stub(settings, stub_server):
+    """Replies come from the real ChatOpenAI talking HTTP to the stub server."""
+    settings.OPENAI_BASE_URL = f"{stub_server}/v1"
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.CHAT_MODEL = "stub-model"
+    settings.CHAT_MODEL_RETRIES = 0
+    return stub_server
+
+
+def pytest_report_header(config):
+    return [
+        f"database: {os.environ.get('DATABASE_URL') or 'SQLite (embedded default)'}",
+        f"channel layer: {'Redis ' + os.environ['REDIS_URL'] if os.environ.get('REDIS_URL') else 'in-memory'}",
+    ]
