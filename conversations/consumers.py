@@ -48,11 +48,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 runs.group_name(self.conversation.id), self.channel_name
             )
         except Exception:
-            log.warning("channel layer unreachable; viewer of %s gets no live events",
-                        self.conversation.id)
-            await self.send_event(events.error(
-                "live_unavailable", "Live updates are unavailable right now; reload later."
-            ))
+            log.warning(
+                "channel layer unreachable; viewer of %s gets no live events", self.conversation.id
+            )
+            await self.send_event(
+                events.error(
+                    "live_unavailable", "Live updates are unavailable right now; reload later."
+                )
+            )
         await self.send_snapshot()
 
     async def disconnect(self, code: int) -> None:
@@ -82,9 +85,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         }.get(request.get("type"))
         client_id = request.get("client_id") if isinstance(request.get("client_id"), str) else None
         if handler is None:
-            await self.send_event(events.error(
-                "unknown_type", f"Unknown event type {request.get('type')!r}.", client_id
-            ))
+            await self.send_event(
+                events.error(
+                    "unknown_type", f"Unknown event type {request.get('type')!r}.", client_id
+                )
+            )
             return
         try:
             await handler(request)

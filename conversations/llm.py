@@ -21,9 +21,7 @@ from langchain_core.runnables import Runnable
 from .offline import OFFLINE_MODEL_NAME, OfflineChatModel
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-OFFLINE_LABEL = (
-    "Offline demo model — set OPENAI_API_KEY or OPENAI_BASE_URL to connect a real one"
-)
+OFFLINE_LABEL = "Offline demo model — set OPENAI_API_KEY or OPENAI_BASE_URL to connect a real one"
 
 PROMPT = ChatPromptTemplate.from_messages(
     [

@@ -75,7 +75,8 @@ class Message(models.Model):
     reply_to = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
     )
-    client_id = models.CharField(max_length=100, null=True, blank=True)
+    # NULL, not "", when absent: unique per conversation only where given.
+    client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     model = models.CharField(max_length=200, blank=True)
     usage = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)

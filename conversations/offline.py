@@ -50,7 +50,7 @@ def compose_answer(messages: list[BaseMessage]) -> str:
         "```python\n"
         "def reply(message: str) -> str:\n"
         f"    # your message had {len(words)} words\n"
-        '    return message.upper()\n'
+        "    return message.upper()\n"
         "```\n\n"
         "To talk to a real model, set `OPENAI_API_KEY` (and `OPENAI_BASE_URL` for vLLM, "
         "Ollama or llama.cpp's server) and `CHAT_MODEL`, then restart chatsite."

@@ -167,18 +167,28 @@ class Run:
         _runs_by_conversation[self.conversation_id] = self
         self._reader = asyncio.create_task(self.read_model())
         flusher = asyncio.create_task(self.flush_periodically())
-        listener = asyncio.create_task(self.listen())
+        await self.join_control_group()
         try:
             await self.publish_frames()
             # No flush may start after the final save (a queued one finds the reply ended).
             flusher.cancel()
             await self.finish()
         finally:
-            for task in (flusher, listener, self._reader):
+            for task in (flusher, self._reader):
                 task.cancel()
             _runs.pop(self.message_id, None)
             if _runs_by_conversation.get(self.conversation_id) is self:
                 del _runs_by_conversation[self.conversation_id]
+
+    async def join_control_group(self) -> None:
+        try:
+            channel = await control_channel()
+            await self.layer.group_add(control_group(self.conversation_id), channel)
+        except Exception:
+            log.warning(
+                "channel layer unreachable; reply %s can be stopped only from this process",
+                self.message_id,
+            )
 
     async def read_model(self) -> None:
         stream = self.chain.astream(self.inputs)
@@ -281,9 +291,7 @@ class Run:
             status=status,
             error=error,
             time_to_first_token_ms=(
-                round((self.first_token_at - self.started) * 1000)
-                if self.first_token_at
-                else None
+                round((self.first_token_at - self.started) * 1000) if self.first_token_at else None
             ),
             duration_ms=round((now - self.started) * 1000),
         )
@@ -307,38 +315,59 @@ class Run:
             return None  # already ended elsewhere; its ender told the viewers
         return Message.objects.get(pk=self.message_id)
 
-    async def listen(self) -> None:
-        """Answer other processes: stop this run, or resend frames a viewer missed."""
+
+# --- the control listener -----------------------------------------------------------------
+# One per process, never cancelled: channels_redis receives all of a process's channels
+# through one blocking pop, and cancelling a receive mid-pop can lose a message meant for
+# another channel of the process (a viewer's frame). Each run adds the process's channel
+# to its conversation's control group; memberships are kept (group_expiry drops them),
+# so two runs of one conversation in a row never race on a discard.
+
+_control: dict = {"loop": None, "channel": None, "task": None}
+
+
+async def control_channel() -> str:
+    loop = asyncio.get_running_loop()
+    if _control["loop"] is not loop or _control["task"].done():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        _control.update(
+            loop=loop,
+            channel=channel,
+            task=loop.create_task(_listen(layer, channel), name="run-control"),
+        )
+    return _control["channel"]
+
+
+async def _listen(layer, channel: str) -> None:
+    """Answer other processes: stop a run, or resend frames a viewer missed."""
+    while True:
         try:
-            channel = await self.layer.new_channel(prefix="run.")
-            group = control_group(self.conversation_id)
-            await self.layer.group_add(group, channel)
+            request = await layer.receive(channel)
+        except asyncio.CancelledError:
+            raise
         except Exception:
-            log.warning("channel layer unreachable; reply %s can be stopped only locally",
-                        self.message_id)
-            return
-        try:
-            while True:
-                request = await self.layer.receive(channel)
-                if request.get("message") not in (None, self.message_id):
-                    continue
-                if request["type"] == "run.stop":
-                    self.stop()
-                elif request["type"] == "run.fill":
-                    await self.layer.send(
-                        request["reply_to"],
-                        {
-                            "type": "run.filled",
-                            "message": self.message_id,
-                            "after": request["after"],
-                            "frames": self.frames_after(request["after"]),
-                        },
-                    )
-        finally:
+            log.warning("channel layer unreachable; control listener retries in 1 s")
+            await asyncio.sleep(1)
+            continue
+        run = _runs.get(request.get("message"))
+        if run is None:
+            continue
+        if request["type"] == "run.stop":
+            run.stop()
+        elif request["type"] == "run.fill":
             try:
-                await self.layer.group_discard(group, channel)
+                await layer.send(
+                    request["reply_to"],
+                    {
+                        "type": "run.filled",
+                        "message": run.message_id,
+                        "after": request["after"],
+                        "frames": run.frames_after(request["after"]),
+                    },
+                )
             except Exception:
-                pass
+                log.warning("could not answer a fill for reply %s", run.message_id)
 
 
 def start_run(*, message: Message, inputs: dict, chain: Runnable) -> Run:

@@ -121,7 +121,9 @@ def _create_exchange(
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["title", "model", "updated_at"])
         turns = list(
-            Message.objects.filter(conversation=conversation, created_at__lt=user_message.created_at)
+            Message.objects.filter(
+                conversation=conversation, created_at__lt=user_message.created_at
+            )
             .exclude(pk=user_message.pk)
             .filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
             .values_list("role", "content")
@@ -246,9 +248,13 @@ async def sweep_replies() -> list[Message]:
 # --- conversations ----------------------------------------------------------------------
 
 
-def conversation_create(*, owner, source: str = Conversation.Source.WEB, title: str = "",
-                        system_prompt: str = "") -> Conversation:
+def conversation_create(
+    *, owner, source: str = Conversation.Source.WEB, title: str = "", system_prompt: str = ""
+) -> Conversation:
     return Conversation.objects.create(
-        owner=owner, source=source, title=title, system_prompt=system_prompt,
+        owner=owner,
+        source=source,
+        title=title,
+        system_prompt=system_prompt,
         model=llm.model_name(),
     )

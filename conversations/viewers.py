@@ -48,9 +48,7 @@ class Viewer:
 
     def reset(self, snapshot: events.Event) -> None:
         """The client now holds this snapshot."""
-        self.held = {
-            m["id"]: m["seq"] for m in snapshot["messages"] if m["status"] == "streaming"
-        }
+        self.held = {m["id"]: m["seq"] for m in snapshot["messages"] if m["status"] == "streaming"}
         self.gaps.clear()
 
     def resume(self, message_id: str, seq: int) -> None:
@@ -72,8 +70,7 @@ class Viewer:
         if (gap := self.gaps.get(message_id)) is not None:
             gap.held_back.append(frame)
             if time.monotonic() - gap.since > FILL_PATIENCE_S:
-                log.warning("no fill for reply %s; resyncing viewer from the database",
-                            message_id)
+                log.warning("no fill for reply %s; resyncing viewer from the database", message_id)
                 await self._resync_and_replay(gap.held_back)
             return
         have = self.held.get(message_id)
@@ -93,20 +90,27 @@ class Viewer:
     async def _fill(self, message_id: str, have: int, frame: dict) -> None:
         log.warning(
             "viewer of reply %s missed frames %d..%d; filling them",
-            message_id, have + 1, frame["seq"] - 1,
+            message_id,
+            have + 1,
+            frame["seq"] - 1,
         )
         run = runs.local_run(message_id)
         if run is not None:
-            await self.on_filled({"message": message_id, "after": have,
-                                  "frames": run.frames_after(have)})
+            await self.on_filled(
+                {"message": message_id, "after": have, "frames": run.frames_after(have)}
+            )
             await self.on_frame(frame)
             return
         self.gaps[message_id] = _Gap(since=time.monotonic(), held_back=[frame])
         try:
             await get_channel_layer().group_send(
                 runs.control_group(self.conversation_id),
-                {"type": "run.fill", "message": message_id, "after": have,
-                 "reply_to": self.channel_name},
+                {
+                    "type": "run.fill",
+                    "message": message_id,
+                    "after": have,
+                    "reply_to": self.channel_name,
+                },
             )
         except Exception:
             log.warning("could not ask for the frames of reply %s; resyncing", message_id)

@@ -129,7 +129,8 @@ def openai_stub(settings, stub_server):
 
 
 def pytest_report_header(config):
+    redis = os.environ.get("REDIS_URL")
     return [
         f"database: {os.environ.get('DATABASE_URL') or 'SQLite (embedded default)'}",
-        f"channel layer: {'Redis ' + os.environ['REDIS_URL'] if os.environ.get('REDIS_URL') else 'in-memory'}",
+        f"channel layer: {'Redis ' + redis if redis else 'in-memory'}",
     ]

@@ -173,8 +173,14 @@ async def test_a_second_send_while_streaming_is_refused_as_busy(settings, user, 
     await ws.send_json_to({"type": "message.send", "content": "Second", "client_id": "b"})
     received = await receive_until_final(ws)
     errors = [e for e in received if e["type"] == "error"]
-    assert errors == [{"type": "error", "code": "conversation_busy", "client_id": "b",
-                       "detail": errors[0]["detail"]}]
+    assert errors == [
+        {
+            "type": "error",
+            "code": "conversation_busy",
+            "client_id": "b",
+            "detail": errors[0]["detail"],
+        }
+    ]
     assert await Message.objects.acount() == 2
     await ws.disconnect()
 
@@ -213,9 +219,7 @@ async def test_a_foreign_origin_is_refused(user, conversation):
         ('{"type": "reply.stop"}', "not_streaming"),
     ],
 )
-async def test_bad_input_gets_an_error_and_the_socket_stays_usable(
-    user, conversation, frame, code
-):
+async def test_bad_input_gets_an_error_and_the_socket_stays_usable(user, conversation, frame, code):
     ws = await connect(user, conversation.id)
     await receive(ws)
     await ws.send_to(text_data=frame)

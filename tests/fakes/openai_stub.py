@@ -27,7 +27,7 @@ import time
 
 TRICKY_CHUNKS = [
     "line one\nline two",
-    ' "quoted" and \'single\' ',
+    " \"quoted\" and 'single' ",
     "data: this is not an event\n\n",
     "event: nor this\r\n",
     "emoji 😀🎉👩‍💻",
@@ -94,47 +94,82 @@ class Stub:
 
     async def route(self, method: str, path: str, body: bytes, reader, writer) -> bool:
         if method == "GET" and path.endswith("/models"):
-            return await self.send_json(writer, 200, {
-                "object": "list",
-                "data": [{"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}],
-            })
+            return await self.send_json(
+                writer,
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": self.model, "object": "model", "created": 0, "owned_by": "stub"}
+                    ],
+                },
+            )
         if method == "GET" and path == "/stats":
-            return await self.send_json(writer, 200, {
-                "open_streams": self.open_streams, "hangups": self.hangups,
-                "requests": self.requests,
-            })
+            return await self.send_json(
+                writer,
+                200,
+                {
+                    "open_streams": self.open_streams,
+                    "hangups": self.hangups,
+                    "requests": self.requests,
+                },
+            )
         if method == "POST" and path.endswith("/chat/completions"):
             request = json.loads(body or b"{}")
             plan = self.plan(request)
             if plan["status"]:
-                return await self.send_json(writer, plan["status"], {"error": {
-                    "message": f"stub error {plan['status']}", "type": "server_error",
-                    "param": None, "code": None,
-                }})
+                return await self.send_json(
+                    writer,
+                    plan["status"],
+                    {
+                        "error": {
+                            "message": f"stub error {plan['status']}",
+                            "type": "server_error",
+                            "param": None,
+                            "code": None,
+                        }
+                    },
+                )
             if request.get("stream"):
                 include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
                 return await self.stream(reader, writer, plan, include_usage)
             await asyncio.sleep(plan["ttft"])
             text = "".join(plan["chunks"])
-            return await self.send_json(writer, 200, {
-                "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
-                "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop", "logprobs": None}],
-                "usage": self.usage(plan),
-            })
+            return await self.send_json(
+                writer,
+                200,
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": self.usage(plan),
+                },
+            )
         return await self.send_json(writer, 404, {"error": {"message": "not found"}})
 
     def usage(self, plan: dict) -> dict:
         completion = len(plan["chunks"])
-        return {"prompt_tokens": plan["prompt_tokens"], "completion_tokens": completion,
-                "total_tokens": plan["prompt_tokens"] + completion}
+        return {
+            "prompt_tokens": plan["prompt_tokens"],
+            "completion_tokens": completion,
+            "total_tokens": plan["prompt_tokens"] + completion,
+        }
 
     async def send_json(self, writer, status: int, payload: dict) -> bool:
         data = json.dumps(payload).encode()
         writer.write(
             f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n".encode() + data
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
         )
         await writer.drain()
         return True
@@ -148,21 +183,34 @@ class Stub:
             return b"%x\r\n%s\r\n" % (len(data), data)
 
         def chunk(delta: dict, finish=None) -> bytes:
-            return event({
-                "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
-                             "logprobs": None}],
-            })
+            return event(
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": self.model,
+                    "choices": [
+                        {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                    ],
+                }
+            )
 
         out = [chunk({"role": "assistant", "content": ""})]
         out += [chunk({"content": text}) for text in plan["chunks"]]
         out.append(chunk({}, finish="stop"))
         if include_usage:
-            out.append(event({
-                "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": created,
-                "model": self.model, "choices": [], "usage": self.usage(plan),
-            }))
+            out.append(
+                event(
+                    {
+                        "id": "chatcmpl-stub",
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": self.usage(plan),
+                    }
+                )
+            )
         done = b"data: [DONE]\n\n"
         out.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
         return out

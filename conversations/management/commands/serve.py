@@ -1,0 +1,45 @@
+"""Serve chatsite with daphne, its WebSocket limits derived from the settings."""
+
+from daphne.cli import CommandLineInterface
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run chatsite under daphne (HTTP, SSE and WebSockets)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--proxy-headers",
+            action="store_true",
+            help="Trust X-Forwarded-For from a proxy in front (nginx).",
+        )
+
+    def handle(self, *args, host: str, port: int, proxy_headers: bool, **options):
+        # A message frame may carry CHAT_MAX_MESSAGE_CHARS characters, each up to 6
+        # bytes once JSON-escaped, plus the envelope; anything larger is refused by
+        # daphne before it reaches a consumer.
+        max_message = settings.CHAT_MAX_MESSAGE_CHARS * 6 + 4096
+        argv = [
+            "-b",
+            host,
+            "-p",
+            str(port),
+            "--websocket-max-message-size",
+            str(max_message),
+            "--websocket-max-frame-size",
+            str(max_message),
+            # A WebSocket may stay open for a day; proxies are kept alive by pings.
+            "--websocket_timeout",
+            "86400",
+            "--ping-interval",
+            "20",
+            "--application-close-timeout",
+            "5",
+        ]
+        if proxy_headers:
+            argv.append("--proxy-headers")
+        argv.append("chatsite.asgi:application")
+        CommandLineInterface().run(argv)
