@@ -81,6 +81,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         handler = {
             events.MESSAGE_SEND: self.on_send,
             events.REPLY_STOP: self.on_stop,
+            events.REPLY_REGENERATE: self.on_regenerate,
             events.RESYNC: self.on_resync,
         }.get(request.get("type"))
         client_id = request.get("client_id") if isinstance(request.get("client_id"), str) else None
@@ -114,6 +115,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id is not None and not isinstance(message_id, str):
             raise ChatError("invalid_field", "`message` must be a message id.")
         await services.reply_stop(conversation=self.conversation, message_id=message_id)
+
+    async def on_regenerate(self, request: dict) -> None:
+        message_id = request.get("message")
+        if not isinstance(message_id, str):
+            raise ChatError("invalid_field", "`message` must be the id of the reply to redo.")
+        await services.reply_regenerate(conversation=self.conversation, message_id=message_id)
 
     async def on_resync(self, request: dict) -> None:
         await self.send_snapshot()

@@ -24,6 +24,7 @@ ERROR = "error"
 # Client → server.
 MESSAGE_SEND = "message.send"
 REPLY_STOP = "reply.stop"
+REPLY_REGENERATE = "reply.regenerate"
 RESYNC = "resync"
 
 FINAL_TYPES = {

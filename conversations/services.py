@@ -117,18 +117,35 @@ def _create_exchange(
         titled = not conversation.title
         if titled:
             conversation.title = title_from(content)
-        conversation.model = model
-        conversation.updated_at = timezone.now()
-        conversation.save(update_fields=["title", "model", "updated_at"])
-        turns = list(
-            Message.objects.filter(
-                conversation=conversation, created_at__lt=user_message.created_at
-            )
-            .exclude(pk=user_message.pk)
-            .filter(role__in=[Message.Role.USER, Message.Role.ASSISTANT])
-            .values_list("role", "content")
-        )
+        _touch(conversation, model)
+        turns = _turns_before(user_message)
     return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
+
+
+def _touch(conversation: Conversation, model: str) -> None:
+    conversation.model = model
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["title", "model", "updated_at"])
+
+
+def _turns_before(user_message: Message) -> list[tuple[str, str]]:
+    """The conversation up to a user message, as the model sees it: each user message
+    followed by its latest reply (a regenerated reply replaces the earlier ones)."""
+    turns: list[tuple[str, str]] = []
+    for role, content in (
+        Message.objects.filter(
+            conversation_id=user_message.conversation_id,
+            created_at__lt=user_message.created_at,
+            role__in=[Message.Role.USER, Message.Role.ASSISTANT],
+        )
+        .exclude(pk=user_message.pk)
+        .values_list("role", "content")
+    ):
+        if turns and role == Message.Role.ASSISTANT and turns[-1][0] == role:
+            turns[-1] = (role, content)
+        else:
+            turns.append((role, content))
+    return turns
 
 
 def _exchange_for_client_id(conversation: Conversation, client_id: str) -> Exchange | None:
@@ -151,16 +168,24 @@ async def reply_start(
     created = await _create_exchange(
         conversation, content, client_id, llm.model_name(), runs.local_message_ids()
     )
-    exchange = created.exchange
-    if not exchange.created:
-        return exchange
+    if created.exchange.created:
+        await runs.publish(
+            conversation.id, events.message_created(created.exchange.user_message, client_id)
+        )
+        await _announce_and_run(conversation, created, content, client_id)
+    return created.exchange
+
+
+async def _announce_and_run(
+    conversation: Conversation, created: _Created, content: str, client_id: str | None = None
+) -> None:
+    reply = created.exchange.reply
     for message in created.swept:
         await runs.publish(conversation.id, events.message_final(message))
-    await runs.publish(conversation.id, events.message_created(exchange.user_message, client_id))
     await runs.publish(
         conversation.id,
-        events.message_created(exchange.reply, client_id),
-        message_id=str(exchange.reply.id),
+        events.message_created(reply, client_id),
+        message_id=str(reply.id),
         seq=0,  # tells viewers a reply starts streaming
     )
     if created.titled:
@@ -168,8 +193,51 @@ async def reply_start(
     inputs = llm.chain_inputs(
         system_prompt=conversation.system_prompt, turns=created.turns, content=content
     )
-    runs.start_run(message=exchange.reply, inputs=inputs, chain=llm.get_chain())
-    return exchange
+    runs.start_run(message=reply, inputs=inputs, chain=llm.get_chain())
+
+
+@database_sync_to_async
+def _create_regeneration(
+    conversation: Conversation, message_id: str, model: str, alive: list
+) -> _Created:
+    with transaction.atomic():
+        swept = _sweep(Message.objects.filter(conversation=conversation), alive)
+        last_reply = (
+            Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
+            .order_by("-created_at")
+            .first()
+        )
+        if last_reply is None or str(last_reply.pk) != str(message_id):
+            raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
+        if last_reply.status == Message.Status.STREAMING:
+            raise ChatError("conversation_busy", "This reply is still streaming.", status=409)
+        user_message = last_reply.reply_to
+        try:
+            with transaction.atomic():
+                reply = Message.objects.create(
+                    conversation=conversation,
+                    role=Message.Role.ASSISTANT,
+                    status=Message.Status.STREAMING,
+                    reply_to=user_message,
+                    model=model,
+                )
+        except IntegrityError:
+            raise ChatError(
+                "conversation_busy", "A reply is already streaming here.", status=409
+            ) from None
+        _touch(conversation, model)
+        turns = _turns_before(user_message)
+    return _Created(Exchange(user_message, reply, created=True), False, turns, swept)
+
+
+async def reply_regenerate(*, conversation: Conversation, message_id: str) -> Exchange:
+    """Answer the last user message again, in a new reply; the earlier reply is kept
+    (for the record and for review) but no longer shown to the model."""
+    created = await _create_regeneration(
+        conversation, message_id, llm.model_name(), runs.local_message_ids()
+    )
+    await _announce_and_run(conversation, created, created.exchange.user_message.content)
+    return created.exchange
 
 
 @database_sync_to_async

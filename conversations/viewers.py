@@ -87,21 +87,28 @@ class Viewer:
         self.held[message_id] = seq
         await self.emit(frame["json"])
 
-    async def _fill(self, message_id: str, have: int, frame: dict) -> None:
-        log.warning(
-            "viewer of reply %s missed frames %d..%d; filling them",
-            message_id,
-            have + 1,
-            frame["seq"] - 1,
-        )
+    async def catch_up(self, message_id: str) -> None:
+        """Send the frames of a streaming reply after the seq the client holds, at once
+        (a resumed SSE stream), instead of when the next frame shows the gap."""
+        await self._fill(message_id, self.held.get(message_id, 0), None)
+
+    async def _fill(self, message_id: str, have: int, frame: dict | None) -> None:
+        if frame is not None:
+            log.warning(
+                "viewer of reply %s missed frames %d..%d; filling them",
+                message_id,
+                have + 1,
+                frame["seq"] - 1,
+            )
         run = runs.local_run(message_id)
         if run is not None:
             await self.on_filled(
                 {"message": message_id, "after": have, "frames": run.frames_after(have)}
             )
-            await self.on_frame(frame)
+            if frame is not None:
+                await self.on_frame(frame)
             return
-        self.gaps[message_id] = _Gap(since=time.monotonic(), held_back=[frame])
+        self.gaps[message_id] = _Gap(since=time.monotonic(), held_back=[frame] if frame else [])
         try:
             await get_channel_layer().group_send(
                 runs.control_group(self.conversation_id),

@@ -254,3 +254,30 @@ async def test_resync_answers_with_a_snapshot(user, conversation):
     saved = await sync_to_async(list)(Message.objects.order_by("created_at"))
     assert [m["content"] for m in snapshot["messages"]] == [m.content for m in saved]
     await ws.disconnect()
+
+
+async def test_regenerate_answers_the_last_message_again(user, conversation):
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    first = (await send_and_collect(ws, "Say it twice"))[-1]["message"]
+    await ws.send_json_to({"type": "reply.regenerate", "message": first["id"]})
+    received = await receive_until_final(ws)
+    created = [e for e in received if e["type"] == "message.created"]
+    assert [e["message"]["role"] for e in created] == ["assistant"]
+    second = received[-1]["message"]
+    assert second["id"] != first["id"]
+    assert second["reply_to"] == first["reply_to"]
+    assert second["content"] == first["content"]  # the offline model is deterministic
+    assert await Message.objects.acount() == 3
+    await ws.disconnect()
+
+
+async def test_only_the_latest_reply_can_be_regenerated(user, conversation):
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    first = (await send_and_collect(ws, "one"))[-1]["message"]
+    await send_and_collect(ws, "two")
+    await ws.send_json_to({"type": "reply.regenerate", "message": first["id"]})
+    error = await receive(ws)
+    assert error["code"] == "not_regenerable"
+    await ws.disconnect()
