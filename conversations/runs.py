@@ -89,25 +89,30 @@ class ModelStalled(Exception):
         self.detail = detail
 
 
-def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """An error code and a detail a person can act on, for anything the model raised."""
+def describe_failure(exc: BaseException, *, streaming: bool) -> tuple[str, str]:
+    """An error code and a detail a person can act on, for anything the model raised;
+    ``streaming`` tells whether the model had started sending text."""
+    import openai  # a dependency of langchain-openai
+
     if isinstance(exc, ModelStalled):
         return exc.code, exc.detail
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - langchain-openai depends on it
-        openai = None
-    if openai is not None:
-        if isinstance(exc, openai.APITimeoutError):
-            return "model_timeout", "The model server did not answer in time."
-        if isinstance(exc, openai.APIConnectionError):
-            return "model_unreachable", f"Could not reach the model server: {exc}"
-        if isinstance(exc, openai.APIStatusError):
-            return "model_error", f"The model server answered HTTP {exc.status_code}: {exc.message}"
-    if isinstance(exc, TimeoutError) or type(exc).__name__ in {"ReadTimeout", "TimeoutException"}:
-        return "chunk_timeout", "The model stopped sending text mid-reply."
-    if type(exc).__module__.startswith(("httpx", "httpcore", "h11")):
-        return "model_stream_broken", f"The model's stream broke off: {exc}"
+    timed_out = isinstance(exc, TimeoutError | openai.APITimeoutError) or (
+        type(exc).__name__ in {"ReadTimeout", "TimeoutException"}
+    )
+    if timed_out:
+        if streaming:
+            return "chunk_timeout", "The model stopped sending text mid-reply."
+        return "model_timeout", "The model server did not answer in time."
+    if isinstance(exc, openai.APIStatusError):
+        return "model_error", f"The model server answered HTTP {exc.status_code}: {exc.message}"
+    broken = isinstance(exc, openai.APIConnectionError) or type(exc).__module__.startswith(
+        ("httpx", "httpcore")
+    )
+    if broken and streaming:
+        # The SDK reports a connection that breaks mid-stream as a connection error.
+        return "model_stream_broken", f"The model's stream broke off mid-reply: {exc}"
+    if broken:
+        return "model_unreachable", f"Could not reach the model server: {exc}"
     return "model_error", f"{type(exc).__name__}: {exc}"
 
 
@@ -281,7 +286,9 @@ class Run:
             status = Message.Status.CANCELLED
         elif self.failure is not None or (not reader.cancelled() and reader.exception()):
             status = Message.Status.FAILED
-            code, detail = describe_failure(self.failure or reader.exception())
+            code, detail = describe_failure(
+                self.failure or reader.exception(), streaming=self.first_token_at is not None
+            )
             error = {"code": code, "detail": detail}
             log.info("reply %s failed: %s %s", self.message_id, code, detail)
         else:
