@@ -15,15 +15,18 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.worker import WorkerTasksMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        # With no proxy in front (the embedded default), static files come from here.
-        "http": ASGIStaticFilesHandler(django_asgi_app)
-        if settings.SERVE_STATIC
-        else django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
+application = WorkerTasksMiddleware(
+    ProtocolTypeRouter(
+        {
+            # With no proxy in front (the embedded default), static files come from here.
+            "http": ASGIStaticFilesHandler(django_asgi_app)
+            if settings.SERVE_STATIC
+            else django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        }
+    )
 )

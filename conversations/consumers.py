@@ -4,12 +4,15 @@ A thin edge: it authorises the connection, parses frames and calls the services;
 live events reach it through the conversation's group and leave through a Viewer.
 """
 
+import asyncio
 import json
 import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from redis.exceptions import RedisError
 
-from . import events, runs, selectors, services
+from . import events, runs, selectors, services, viewers
+from .models import Conversation
 from .services import ChatError
 from .viewers import Viewer
 
@@ -18,22 +21,53 @@ log = logging.getLogger(__name__)
 # Close codes sent before any data (the handshake is refused with HTTP 403).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+# Closed after connecting: the channel layer was lost; the client reconnects.
+CLOSE_LIVE_LOST = 4503
+
+
+class Refused(Exception):
+    """A connection refused before any data, with the close code to send."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation = None
     viewer: Viewer | None = None
+    watchdog: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except (RedisError, OSError):
+            # The channel layer went away under the receive loop. Close, so the page
+            # reconnects (and resyncs) instead of staying open with no live events.
+            log.warning("channel layer lost; closing a viewer so it reconnects")
+            await send({"type": "websocket.close", "code": CLOSE_LIVE_LOST})
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.cancel()
+
+    async def find_conversation(self, user, conversation_id) -> Conversation:
+        """The conversation this user may watch, or Refused. Viewers with other rules
+        (staff in the admin) override this and nothing else."""
+        conversation = await selectors.aconversation_for(user, conversation_id)
+        if conversation is None:
+            # Another user's conversation looks exactly like one that does not exist.
+            raise Refused(CLOSE_NOT_FOUND)
+        return conversation
 
     async def connect(self) -> None:
         user = self.scope["user"]
-        if not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await selectors.aconversation_for(user, conversation_id)
-        if self.conversation is None:
-            # Another user's conversation looks exactly like one that does not exist.
-            await self.close(code=CLOSE_NOT_FOUND)
+        try:
+            if not user.is_authenticated:
+                raise Refused(CLOSE_UNAUTHENTICATED)
+            self.conversation = await self.find_conversation(user, conversation_id)
+        except Refused as refused:
+            await self.close(code=refused.code)
             return
         self.viewer = Viewer(
             conversation_id=self.conversation.id,
@@ -48,15 +82,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 runs.group_name(self.conversation.id), self.channel_name
             )
         except Exception:
+            # Show what is saved, then close: the page reconnects with backoff and is
+            # live again once the layer is back, rather than open and silently stale.
             log.warning(
-                "channel layer unreachable; viewer of %s gets no live events", self.conversation.id
+                "channel layer unreachable; viewer of %s told to retry", self.conversation.id
             )
             await self.send_event(
                 events.error(
-                    "live_unavailable", "Live updates are unavailable right now; reload later."
+                    "live_unavailable", "Live updates are unavailable right now; retrying."
                 )
             )
+            await self.send_snapshot()
+            await self.close(code=CLOSE_LIVE_LOST)
+            return
         await self.send_snapshot()
+        self.watchdog = asyncio.create_task(self.watch_stalls())
+
+    async def watch_stalls(self) -> None:
+        while True:
+            await asyncio.sleep(viewers.STALL_CHECK_S)
+            try:
+                await self.viewer.check_stalled()
+            except Exception:
+                log.warning("stall check failed for a viewer of %s", self.conversation.id)
 
     async def disconnect(self, code: int) -> None:
         # Leaving never stops a reply: the run belongs to the server, not the socket.
@@ -143,6 +191,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=text)
 
     # --- channel layer → client ---------------------------------------------------------
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before it dispatches any message:
+        # a hop to the one ORM thread, per frame and per viewer, which queued every ORM
+        # call of the process behind the token traffic (bench/, figures 4 and 5). Live
+        # events touch no database (the ORM calls they may lead to, a resync, clean up
+        # after themselves through database_sync_to_async), so they skip it.
+        if message["type"] == "chat.frame":
+            await self.chat_frame(message)
+        elif message["type"] == "run.filled":
+            await self.run_filled(message)
+        else:
+            await super().dispatch(message)
 
     async def chat_frame(self, frame: dict) -> None:
         await self.viewer.on_frame(frame)

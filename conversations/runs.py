@@ -15,15 +15,17 @@ asks for frames a viewer missed.
 import asyncio
 import logging
 import time
+import weakref
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from langchain_core.runnables import Runnable
 
-from . import events
+from . import events, llm
 from .models import Message
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,19 @@ async def publish(conversation_id: Any, event: events.Event, **routing: Any) -> 
     return True
 
 
+async def layer_reachable(conversation_id: Any) -> bool:
+    """Whether live events of a conversation can be delivered right now (Redis is up)."""
+    layer = get_channel_layer()
+    if not hasattr(layer, "consistent_hash"):
+        return True  # the in-memory layer lives in this process
+    try:
+        async with asyncio.timeout(2):
+            await layer.connection(layer.consistent_hash(group_name(conversation_id))).ping()
+    except Exception:
+        return False
+    return True
+
+
 class ModelStalled(Exception):
     def __init__(self, code: str, detail: str):
         super().__init__(detail)
@@ -134,6 +149,7 @@ class Run:
         self.first_token_at: float | None = None
         self.last_chunk_at = self.started
         self.flushed_seq = 0
+        self.layer_down = False  # logged once per run, not once per frame
         self.message: Message | None = None  # the final saved message
         self._wake = asyncio.Event()
         self._reader: asyncio.Task | None = None
@@ -196,8 +212,9 @@ class Run:
             )
 
     async def read_model(self) -> None:
-        stream = self.chain.astream(self.inputs)
+        stream = None
         try:
+            stream = await llm.astream(self.chain, self.inputs)
             async for chunk in stream:
                 self.last_chunk_at = time.monotonic()
                 if chunk.usage_metadata:
@@ -213,7 +230,8 @@ class Run:
                     self._wake.set()
         finally:
             # Closes the model's HTTP stream at once, on stop as on failure.
-            await stream.aclose()
+            if stream is not None:
+                await stream.aclose()
             self._wake.set()
 
     async def publish_frames(self) -> None:
@@ -247,14 +265,20 @@ class Run:
             await self.layer.group_send(group_name(self.conversation_id), message)
         except Exception:
             # Viewers will resync from the database, which the flusher keeps current.
-            log.warning("channel layer unreachable; reply %s continues", self.message_id)
+            if not self.layer_down:
+                log.warning("channel layer unreachable; reply %s goes on", self.message_id)
+            self.layer_down = True
+        else:
+            self.layer_down = False
 
     async def flush_periodically(self) -> None:
         interval = settings.CHAT_FLUSH_INTERVAL_MS / 1000
         heartbeat_every = max(interval, settings.CHAT_RUN_LEASE_S / 3)
         last_write = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            # On a clock every run of the process shares, so that their flushes meet and
+            # go to the database together (see _Flushes).
+            await asyncio.sleep(interval - time.monotonic() % interval)
             now = time.monotonic()
             if now - self.started > settings.CHAT_REPLY_TIMEOUT_S:
                 self._fail("reply_timeout", "The reply took longer than the time allowed.")
@@ -271,13 +295,9 @@ class Run:
                 self.flushed_seq = seq
                 last_write = now
 
-    @database_sync_to_async
-    def flush(self, *, seq: int, content: str) -> bool:
-        return bool(
-            Message.objects.filter(pk=self.message_id, status=Message.Status.STREAMING).update(
-                content=content, seq=seq, updated_at=timezone.now()
-            )
-        )
+    async def flush(self, *, seq: int, content: str) -> bool:
+        """Save the text so far; False if the reply is no longer streaming."""
+        return await _flushes().write(self.message_id, seq=seq, content=content)
 
     async def finish(self) -> None:
         reader = self._reader
@@ -321,6 +341,72 @@ class Run:
         if not updated:
             return None  # already ended elsewhere; its ender told the viewers
         return Message.objects.get(pk=self.message_id)
+
+
+# --- flushes ------------------------------------------------------------------------------
+# Every ORM call of a process runs on one thread. Runs flush on a shared clock, and the
+# flushes that meet go to the database in one call and one transaction: one hop to that
+# thread and one commit per tick, not one per run (bench/, figure 4).
+
+
+class _Flushes:
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[int, str, asyncio.Future]] = {}
+        self.writer: asyncio.Task | None = None
+
+    async def write(self, message_id: str, *, seq: int, content: str) -> bool:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending[message_id] = (seq, content, future)
+        if self.writer is None or self.writer.done():
+            # Started after the runs woken with this one have queued their flushes.
+            self.writer = loop.create_task(self._write_pending(), name="run-flushes")
+        try:
+            return await future
+        finally:
+            if message_id in self.pending and self.pending[message_id][2] is future:
+                del self.pending[message_id]  # cancelled before its turn: nothing to save
+
+    async def _write_pending(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                ended = await _save_texts({k: (seq, text) for k, (seq, text, _) in batch.items()})
+            except Exception as exc:
+                for _, _, future in batch.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for message_id, (_, _, future) in batch.items():
+                if not future.done():
+                    future.set_result(message_id not in ended)
+
+
+_flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flushes]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flushes() -> _Flushes:
+    loop = asyncio.get_running_loop()
+    if (flushes := _flushers.get(loop)) is None:
+        flushes = _flushers[loop] = _Flushes()
+    return flushes
+
+
+@database_sync_to_async
+def _save_texts(texts: dict[str, tuple[int, str]]) -> set[str]:
+    """Save streaming replies' text and seq; returns the ids of those that had ended
+    (the sweeper or a stop in another process saved them first)."""
+    now = timezone.now()
+    ended = set()
+    with transaction.atomic():
+        for message_id, (seq, content) in texts.items():
+            if not Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+                content=content, seq=seq, updated_at=now
+            ):
+                ended.add(message_id)
+    return ended
 
 
 # --- the control listener -----------------------------------------------------------------

@@ -13,15 +13,20 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from . import events, runs
+from .models import Message
 
 log = logging.getLogger(__name__)
 
 # How long a viewer holds frames back waiting for a fill before it resyncs from the
 # database instead.
 FILL_PATIENCE_S = 2.0
+# How long a streaming reply may send a viewer nothing before the viewer asks the
+# database whether it ended (its final event may have been dropped by the layer).
+STALL_CHECK_S = 5.0
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Viewer:
         self.resync = resync  # sends the client a fresh snapshot (and calls reset)
         self.held: dict[str, int] = {}  # streaming reply id → last seq the client holds
         self.gaps: dict[str, _Gap] = {}
+        self.last_frame_at = time.monotonic()
 
     def reset(self, snapshot: events.Event) -> None:
         """The client now holds this snapshot."""
@@ -56,6 +62,7 @@ class Viewer:
         self.held[message_id] = seq
 
     async def on_frame(self, frame: dict) -> None:
+        self.last_frame_at = time.monotonic()
         message_id, seq = frame["message"], frame["seq"]
         if seq is None:
             if frame["final"]:
@@ -138,8 +145,26 @@ class Viewer:
         for frame in gap.held_back if gap else ():
             await self.on_frame(frame)
 
+    async def check_stalled(self) -> None:
+        """Call now and then: a reply that went quiet is looked up in the database, and
+        if it ended (its final event was lost, or its worker died before the sweeper
+        told anyone) the viewer gets its final event from there."""
+        if not self.held or time.monotonic() - self.last_frame_at < STALL_CHECK_S:
+            return
+        self.last_frame_at = time.monotonic()
+        for message in await _ended(list(self.held)):
+            if self.held.pop(str(message.id), None) is not None:
+                log.warning("reply %s ended without its final event reaching a viewer", message.id)
+                self.gaps.pop(str(message.id), None)
+                await self.emit(events.dumps(events.message_final(message)))
+
     async def _resync_and_replay(self, frames: list[dict]) -> None:
         await self.resync()
         for frame in frames:
             if frame["message"] in self.held:
                 await self.on_frame(frame)
+
+
+@database_sync_to_async
+def _ended(message_ids: list[str]) -> list[Message]:
+    return list(Message.objects.filter(pk__in=message_ids).exclude(status=Message.Status.STREAMING))

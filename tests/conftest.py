@@ -19,6 +19,31 @@ ROOT = Path(__file__).resolve().parent.parent
 FINAL_TYPES = {"message.completed", "message.failed", "message.cancelled", "message.interrupted"}
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Each test session gets its own test database, so sessions that run at once on
+    one machine (several developers, CI) never truncate each other's tables."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    test = db.setdefault("TEST", {})
+    name = str(test.get("NAME") or f"test_{db['NAME']}")
+    stem, dot, ext = name.rpartition(".") if name.endswith(".sqlite3") else (name, "", "")
+    test["NAME"] = f"{stem}_{os.getpid()}{dot}{ext}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_pool_before_dropping_the_test_database(django_db_setup):
+    """PostgreSQL keeps pooled connections open; the test database can only be dropped
+    once they are closed."""
+    yield
+    from django.db import connections
+
+    for connection in connections.all():
+        if hasattr(connection, "close_pool"):
+            connection.close_pool()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_layer_and_fast_model(settings):
     # The in-memory layer's queues belong to the event loop that made them: a new
@@ -78,6 +103,8 @@ async def connect(user, conversation_id, *, origin="http://127.0.0.1:8000"):
     connected, code = await communicator.connect(timeout=5)
     communicator.close_code = code
     communicator.accepted = connected
+    if not connected:
+        await communicator.disconnect()  # as the server would: the consumer ends
     return communicator
 
 

@@ -233,7 +233,12 @@ class Stub:
         finally:
             hangup.cancel()
             sender.cancel()
+            # Let the cancelled read end before the connection reads its next request.
+            await asyncio.gather(hangup, sender, return_exceptions=True)
             self.open_streams -= 1
+            # The next request on a kept-alive connection reads from the same reader,
+            # which allows one waiter at a time: the hang-up watch must be gone first.
+            await asyncio.wait({hangup})
 
     async def send_stream(self, writer, plan: dict, include_usage: bool) -> bool:
         encoded = self.encode_events(plan, include_usage)
