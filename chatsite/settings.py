@@ -11,6 +11,9 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("CHAT_VAR_DIR", BASE_DIR / "var"))
@@ -65,7 +68,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # the API's interactive docs, served from its own static files
     "conversations",
+    "review",
 ]
 
 MIDDLEWARE = [
@@ -76,6 +81,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "chatsite.middleware.content_security_policy",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -132,14 +138,37 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # One process: the in-memory layer. Several processes: Redis carries every event
 # between them. Token traffic needs far more than the default capacity of 100.
 
+# Several comma-separated REDIS_URLs shard the layer; REDIS_SENTINELS (host:port,…) with
+# REDIS_SENTINEL_MASTER finds the master through Sentinel instead.
+
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 2000)
-if REDIS_URL:
+REDIS_SENTINELS = env_list("REDIS_SENTINELS")
+# All viewers in one process share one Redis list per process; size it for bursts.
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 10000)
+# Fail fast when Redis is down, and after a Redis restart retry once, so a stale pooled
+# connection is replaced unnoticed. (No socket_timeout: a receive cancelled mid-pop would
+# then linger until it expired.)
+_REDIS_OPTIONS = {
+    "socket_connect_timeout": 2,
+    "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+    "retry_on_error": [RedisConnectionError],
+}
+if REDIS_SENTINELS:
+    _REDIS_HOSTS = [
+        {
+            "sentinels": [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in REDIS_SENTINELS)],
+            "master_name": os.environ.get("REDIS_SENTINEL_MASTER", "mymaster"),
+            **_REDIS_OPTIONS,
+        }
+    ]
+else:
+    _REDIS_HOSTS = [{"address": url, **_REDIS_OPTIONS} for url in env_list("REDIS_URL")]
+if _REDIS_HOSTS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": url} for url in env_list("REDIS_URL")],
+                "hosts": _REDIS_HOSTS,
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": 60,
                 # At least daphne's WebSocket timeout, so no viewer silently leaves.
@@ -179,6 +208,9 @@ CHAT_RUN_LEASE_S = env_float("CHAT_RUN_LEASE_S", 30)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_FRAME_INTERVAL_MS = env_float("CHAT_FRAME_INTERVAL_MS", 30)
 CHAT_FLUSH_INTERVAL_MS = env_float("CHAT_FLUSH_INTERVAL_MS", 250)
+# Replies one user may have streaming at once, over every surface (0: no limit); one
+# more is refused with 429 before anything is saved.
+CHAT_MAX_STREAMING_PER_USER = env_int("CHAT_MAX_STREAMING_PER_USER", 4)
 
 # --- Accounts, static files, i18n -------------------------------------------------------
 
@@ -188,6 +220,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Anyone may create an account at /signup/ when on; otherwise staff create users
+# (admin or `manage.py create_user`).
+CHAT_SIGNUP_ENABLED = env_bool("CHAT_SIGNUP_ENABLED")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -216,6 +251,14 @@ if CHAT_HTTPS:
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Scripts, styles and connections (WebSockets included) only from this origin; pages
+# carry no inline script or handler. Model output is sanitised on top of this.
+CHAT_CSP = os.environ.get(
+    "CHAT_CSP",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+)
 
 LOGGING = {
     "version": 1,

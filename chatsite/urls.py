@@ -2,9 +2,20 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from conversations import health, views_keys
+from conversations import views as chat_views
+from conversations.api import api
+from conversations.openai_compat import openai_api
+
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("api/", api.urls),
+    path("v1/", openai_api.urls),
+    path("settings/api-keys/", views_keys.api_keys, name="api-keys"),
+    path("settings/api-keys/<int:key_id>/revoke/", views_keys.revoke, name="api-key-revoke"),
+    path("login/", chat_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("review.urls")),
     path("", include("conversations.urls")),
 ]

@@ -84,6 +84,11 @@ class OfflineChatModel(BaseChatModel):
             "total_tokens": prompt + completion,
         }
 
+    def _answer(self, messages: list[BaseMessage], max_tokens: int | None) -> list[str]:
+        """The answer's pieces, cut after ``max_tokens`` like a real model's."""
+        pieces = tokenize(compose_answer(messages))
+        return pieces[:max_tokens] if max_tokens is not None else pieces
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -91,7 +96,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        answer = compose_answer(messages)
+        answer = "".join(self._answer(messages, kwargs.get("max_tokens")))
         message = AIMessage(content=answer, usage_metadata=self._usage(messages, answer))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -102,8 +107,9 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        answer = compose_answer(messages)
-        for piece in tokenize(answer):
+        pieces = self._answer(messages, kwargs.get("max_tokens"))
+        answer = "".join(pieces)
+        for piece in pieces:
             time.sleep(self.delay_ms / 1000)
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         yield ChatGenerationChunk(
@@ -117,8 +123,9 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        answer = compose_answer(messages)
-        for piece in tokenize(answer):
+        pieces = self._answer(messages, kwargs.get("max_tokens"))
+        answer = "".join(pieces)
+        for piece in pieces:
             await asyncio.sleep(self.delay_ms / 1000)
             yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
         yield ChatGenerationChunk(

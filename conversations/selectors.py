@@ -4,7 +4,7 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from . import events, runs
 from .models import Conversation, Message
@@ -51,3 +51,19 @@ async def snapshot(conversation_id) -> events.Event | None:
         if message.status == Message.Status.STREAMING and (run := runs.local_run(message.id)):
             message.content, message.seq = run.text(), run.seq
     return events.snapshot(conversation, messages)
+
+
+def conversations_matching(user, query: str) -> QuerySet[Conversation]:
+    """The sidebar search: a user's conversations whose title or any message contains
+    ``query``, newest activity first.
+
+    A plain case-insensitive ``icontains`` scan (on SQLite, case-insensitive for ASCII
+    only): enough for one person's history; a full-text index would replace it here.
+    """
+    found = conversations_for(user)
+    query = query.strip()
+    if not query:
+        return found
+    return found.filter(
+        Q(title__icontains=query) | Q(messages__content__icontains=query)
+    ).distinct()

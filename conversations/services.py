@@ -5,6 +5,7 @@ Consumers, SSE views and API views only parse and authorise, then call these. Ea
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -66,6 +67,37 @@ def check_send(content: Any, client_id: Any = None) -> tuple[str, str | None]:
     return content, client_id
 
 
+async def _check_live(conversation: Conversation) -> None:
+    """Refuse to start a reply nobody could watch: Redis is down."""
+    if not await runs.layer_reachable(conversation.id):
+        raise ChatError(
+            "live_unavailable",
+            "Live updates are unavailable right now (the channel layer is down); "
+            "nothing was saved, try again shortly.",
+            status=503,
+        )
+
+
+def check_streaming_limit(*, owner_id: Any, conversation: Conversation | None = None) -> None:
+    """Refuse a new reply while the user already has ``CHAT_MAX_STREAMING_PER_USER``
+    replies streaming elsewhere (0: no limit). A busy ``conversation`` is refused as
+    busy (409) by the database, so its own reply is not counted here."""
+    limit = settings.CHAT_MAX_STREAMING_PER_USER
+    if not limit:
+        return
+    streaming = Message.objects.filter(
+        conversation__owner_id=owner_id, status=Message.Status.STREAMING
+    )
+    if conversation is not None:
+        streaming = streaming.exclude(conversation=conversation)
+    if streaming.count() >= limit:
+        raise ChatError(
+            "too_many_replies",
+            f"You have {limit} replies streaming already; wait for one to finish.",
+            status=429,
+        )
+
+
 def title_from(content: str) -> str:
     words = " ".join(content.split())
     return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
@@ -91,6 +123,7 @@ def _create_exchange(
         return _Created(found)
     with transaction.atomic():
         swept = _sweep(Message.objects.filter(conversation=conversation), alive)
+        check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
         try:
             with transaction.atomic():
                 user_message = Message.objects.create(
@@ -157,14 +190,20 @@ def _exchange_for_client_id(conversation: Conversation, client_id: str) -> Excha
 
 
 async def reply_start(
-    *, conversation: Conversation, content: str, client_id: str | None = None
+    *,
+    conversation: Conversation,
+    content: str,
+    client_id: str | None = None,
+    options: dict | None = None,
 ) -> Exchange:
     """Save the user's message and start the assistant's reply as a server-side run.
 
     A ``client_id`` already used in the conversation starts nothing: the earlier
-    exchange is returned with ``created=False``.
+    exchange is returned with ``created=False``. ``options`` (``max_tokens``,
+    ``temperature``) apply to this reply's model call only.
     """
     content, client_id = check_send(content, client_id)
+    await _check_live(conversation)
     created = await _create_exchange(
         conversation, content, client_id, llm.model_name(), runs.local_message_ids()
     )
@@ -172,12 +211,16 @@ async def reply_start(
         await runs.publish(
             conversation.id, events.message_created(created.exchange.user_message, client_id)
         )
-        await _announce_and_run(conversation, created, content, client_id)
+        await _announce_and_run(conversation, created, content, client_id, options)
     return created.exchange
 
 
 async def _announce_and_run(
-    conversation: Conversation, created: _Created, content: str, client_id: str | None = None
+    conversation: Conversation,
+    created: _Created,
+    content: str,
+    client_id: str | None = None,
+    options: dict | None = None,
 ) -> None:
     reply = created.exchange.reply
     for message in created.swept:
@@ -193,7 +236,7 @@ async def _announce_and_run(
     inputs = llm.chain_inputs(
         system_prompt=conversation.system_prompt, turns=created.turns, content=content
     )
-    runs.start_run(message=reply, inputs=inputs, chain=llm.get_chain())
+    runs.start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
 
 
 @database_sync_to_async
@@ -211,6 +254,7 @@ def _create_regeneration(
             raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
         if last_reply.status == Message.Status.STREAMING:
             raise ChatError("conversation_busy", "This reply is still streaming.", status=409)
+        check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
         user_message = last_reply.reply_to
         try:
             with transaction.atomic():
@@ -233,6 +277,7 @@ def _create_regeneration(
 async def reply_regenerate(*, conversation: Conversation, message_id: str) -> Exchange:
     """Answer the last user message again, in a new reply; the earlier reply is kept
     (for the record and for review) but no longer shown to the model."""
+    await _check_live(conversation)
     created = await _create_regeneration(
         conversation, message_id, llm.model_name(), runs.local_message_ids()
     )
@@ -317,12 +362,58 @@ async def sweep_replies() -> list[Message]:
 
 
 def conversation_create(
-    *, owner, source: str = Conversation.Source.WEB, title: str = "", system_prompt: str = ""
+    *,
+    owner,
+    source: str = Conversation.Source.WEB,
+    title: str = "",
+    system_prompt: str = "",
+    turns: Sequence[tuple[str, str]] = (),
 ) -> Conversation:
-    return Conversation.objects.create(
-        owner=owner,
-        source=source,
-        title=title,
-        system_prompt=system_prompt,
-        model=llm.model_name(),
-    )
+    """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
+    as an integration that sends a whole chat history brings them."""
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=owner,
+            source=source,
+            title=title,
+            system_prompt=system_prompt,
+            model=llm.model_name(),
+        )
+        if turns:
+            messages = Message.objects.bulk_create(
+                Message(conversation=conversation, role=role, content=content)
+                for role, content in turns
+            )
+            # One clock reading can serve several rows; the history's order must not tie.
+            start = messages[0].created_at
+            for index, message in enumerate(messages):
+                message.created_at = start + timedelta(microseconds=index)
+            Message.objects.bulk_update(messages, ["created_at"])
+    return conversation
+
+
+# --- the sidebar: renaming and deleting -------------------------------------------------
+
+
+async def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    """Give a conversation the title a person chose; every open viewer hears of it."""
+    title = " ".join(str(title).split())
+    limit = Conversation._meta.get_field("title").max_length
+    if not title:
+        raise ChatError("empty_title", "A title cannot be empty.")
+    if len(title) > limit:
+        raise ChatError("title_too_long", f"A title has at most {limit} characters.")
+    conversation.title = title
+    # Not `updated_at`: a rename is not activity, so the history keeps its order.
+    await conversation.asave(update_fields=["title"])
+    await runs.publish(conversation.id, events.conversation_updated(conversation))
+    return conversation
+
+
+async def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete a conversation and its messages, stopping a reply that still streams."""
+    try:
+        await reply_stop(conversation=conversation)
+    except ChatError:
+        pass  # nothing streams, or its worker is gone: its saves then match no row
+    await conversation.adelete()

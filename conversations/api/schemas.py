@@ -1,0 +1,98 @@
+"""The API's schemas: the event protocol's objects (events.message_out,
+events.conversation_out) described for the OpenAPI document, and the requests."""
+
+import uuid
+from typing import Annotated
+
+from ninja import Field, Path, Schema
+
+IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+# A string, not a UUID: a malformed id names no conversation (404), like an unknown one.
+ConversationId = Annotated[
+    str, Path(description="The conversation's id (a UUID).", example=str(uuid.UUID(int=1)))
+]
+
+
+class ConversationOut(Schema):
+    id: uuid.UUID
+    title: str
+    model: str
+    source: str
+    created_at: IsoTime | None
+    updated_at: IsoTime | None
+
+
+class ErrorOut(Schema):
+    code: str
+    detail: str
+
+
+class UsageOut(Schema):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class MessageOut(Schema):
+    id: uuid.UUID
+    role: str
+    content: str
+    status: str = Field(description="streaming, completed, failed, cancelled or interrupted")
+    seq: int = Field(description="the number of the last token event the content includes")
+    created_at: IsoTime | None
+    # Assistant replies only:
+    model: str | None = None
+    usage: UsageOut | None = None
+    error: ErrorOut | None = None
+    reply_to: uuid.UUID | None = None
+    time_to_first_token_ms: int | None = None
+    duration_ms: int | None = None
+    completed_at: IsoTime | None = None
+
+
+class ConversationDetail(ConversationOut):
+    messages: list[MessageOut]
+
+
+class ConversationPage(Schema):
+    items: list[ConversationOut]
+    count: int
+    limit: int
+    offset: int
+
+
+class ConversationIn(Schema):
+    title: str = Field("", max_length=200)
+    system_prompt: str = Field("", max_length=20_000)
+
+
+class ConversationPatch(Schema):
+    title: str
+
+
+class SendIn(Schema):
+    content: str
+    client_id: str | None = Field(
+        None, description="your id for this send: a retry with the same id starts nothing new"
+    )
+
+
+class ExchangeOut(Schema):
+    conversation: uuid.UUID
+    user_message: MessageOut
+    reply: MessageOut
+    created: bool = Field(description="false when client_id named an earlier send")
+
+
+class StopIn(Schema):
+    message: uuid.UUID | None = None
+
+
+CONVERSATIONS, REPLIES = "conversations", "replies"
+SSE_RESPONSE = {
+    "description": (
+        "Server-Sent Events: `event: <type>`, `id: <reply>:<seq>` (resume with "
+        "`Last-Event-ID`), `data: <event JSON>`, and `: ping` every 15 s."
+    ),
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+REFUSALS = {status: ErrorOut for status in (400, 401, 404, 409, 413, 429)}

@@ -1,0 +1,266 @@
+"""The integration API under ``/api/``: conversations as JSON, replies as Server-Sent
+Events, live subscriptions, stop.
+
+A thin edge like the WebSocket consumer: it parses, authorises (apikeys.ApiAuth) and
+calls the services; the live streams come from sse.py. Every answer is JSON, errors
+included (``{"code", "detail"}``), except the event streams. The objects are the event
+protocol's own (events.message_out, events.conversation_out); schemas.py describes
+them for the OpenAPI document.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest
+from ninja import Query, Status
+
+from .. import events, selectors, services, sse
+from ..apikeys import ApiAuth
+from ..models import Conversation
+from ..services import ChatError
+from .errors import JsonAPI
+from .schemas import (
+    CONVERSATIONS,
+    REFUSALS,
+    REPLIES,
+    SSE_RESPONSE,
+    ConversationDetail,
+    ConversationId,
+    ConversationIn,
+    ConversationOut,
+    ConversationPage,
+    ConversationPatch,
+    ErrorOut,
+    ExchangeOut,
+    MessageOut,
+    SendIn,
+    StopIn,
+)
+
+# How long a stop waits for the run to save the reply before it answers.
+STOP_WAIT_S = 10.0
+
+api = JsonAPI(
+    title="chatsite API",
+    version="1",
+    description=(
+        "Conversations, replies streamed as Server-Sent Events, live subscriptions. "
+        "Authenticate with `Authorization: Bearer <API key>` (keys: Settings → API keys "
+        "or `manage.py create_api_key`). The event protocol is the one the web chat "
+        "uses; an OpenAI-compatible endpoint is at `/v1/chat/completions`."
+    ),
+    urls_namespace="api",
+    auth=ApiAuth(),
+)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+async def owned_conversation(request: HttpRequest, conversation_id) -> Conversation:
+    conversation = await selectors.aconversation_for(request.auth, conversation_id)
+    if conversation is None:
+        # Another user's conversation looks exactly like one that does not exist.
+        raise ChatError("not_found", "No such conversation.", 404)
+    return conversation
+
+
+async def subscribe(conversation: Conversation) -> sse.Subscription:
+    try:
+        return await sse.Subscription.open(conversation.id)
+    except Exception as exc:
+        raise ChatError(
+            "live_unavailable", "Live updates are unavailable right now; try again.", 503
+        ) from exc
+
+
+async def start_reply(
+    conversation: Conversation, *, watch: bool, **send
+) -> tuple[sse.Subscription | None, services.Exchange]:
+    """Start a reply (services.reply_start with ``send``); with ``watch``, subscribe to
+    the conversation first, so that no event of the reply is missed."""
+    subscription = await subscribe(conversation) if watch else None
+    try:
+        # Shielded: a client that hangs up mid-call must not cut a send in half.
+        exchange = await asyncio.shield(services.reply_start(conversation=conversation, **send))
+    except BaseException:
+        if subscription is not None:
+            await subscription.close()
+        raise
+    return subscription, exchange
+
+
+async def _framed(subscription: sse.Subscription, items) -> AsyncIterator[str]:
+    try:
+        yield sse.OPENING
+        async for item in items:
+            yield sse.encode(item.text, item.event) if item.event else sse.PING
+    finally:
+        # Also when the client hangs up: it detaches this viewer; the reply goes on.
+        await subscription.close()
+
+
+@database_sync_to_async
+def _page(user, limit: int, offset: int) -> tuple[list[Conversation], int]:
+    found = selectors.conversations_for(user)
+    return list(found[offset : offset + limit]), found.count()
+
+
+# --- conversations ----------------------------------------------------------------------
+
+
+@api.get(
+    "/conversations", response=ConversationPage, summary="List conversations", tags=[CONVERSATIONS]
+)
+async def list_conversations(
+    request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    """Your conversations, the most recently active first."""
+    found, count = await _page(request.auth, limit, offset)
+    return {
+        "items": [events.conversation_out(c) for c in found],
+        "count": count,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@api.post(
+    "/conversations",
+    response={201: ConversationOut, **REFUSALS},
+    summary="Create a conversation",
+    tags=[CONVERSATIONS],
+)
+async def create_conversation(request, body: ConversationIn):
+    conversation = await database_sync_to_async(services.conversation_create)(
+        owner=request.auth,
+        source=Conversation.Source.API,
+        title=body.title.strip(),
+        system_prompt=body.system_prompt,
+    )
+    return Status(201, events.conversation_out(conversation))
+
+
+@api.get(
+    "/conversations/{conversation_id}",
+    response={200: ConversationDetail, **REFUSALS},
+    summary="Read a conversation and its messages",
+    tags=[CONVERSATIONS],
+    exclude_unset=True,  # user messages have no assistant fields, as in the protocol
+)
+async def read_conversation(request, conversation_id: ConversationId):
+    """A reply that is streaming shows the text saved so far (at most 250 ms old)."""
+    conversation = await owned_conversation(request, conversation_id)
+    snapshot = await selectors.snapshot(conversation.id)
+    if snapshot is None:
+        raise ChatError("not_found", "No such conversation.", 404)
+    return {**snapshot["conversation"], "messages": snapshot["messages"]}
+
+
+@api.patch(
+    "/conversations/{conversation_id}",
+    response={200: ConversationOut, **REFUSALS},
+    summary="Rename a conversation",
+    tags=[CONVERSATIONS],
+)
+async def rename_conversation(request, conversation_id: ConversationId, body: ConversationPatch):
+    conversation = await owned_conversation(request, conversation_id)
+    conversation = await services.conversation_rename(conversation=conversation, title=body.title)
+    return events.conversation_out(conversation)
+
+
+@api.delete(
+    "/conversations/{conversation_id}",
+    response={204: None, **REFUSALS},
+    summary="Delete a conversation",
+    tags=[CONVERSATIONS],
+)
+async def delete_conversation(request, conversation_id: ConversationId):
+    conversation = await owned_conversation(request, conversation_id)
+    await services.conversation_delete(conversation=conversation)
+    return Status(204, None)
+
+
+# --- replies ----------------------------------------------------------------------------
+
+
+@api.post(
+    "/conversations/{conversation_id}/messages",
+    response={202: ExchangeOut, **REFUSALS},
+    summary="Send a message; the reply streams as SSE",
+    tags=[REPLIES],
+    openapi_extra={"responses": {200: SSE_RESPONSE}},
+    exclude_unset=True,  # user messages have no assistant fields, as in the protocol
+)
+async def send_message(request, conversation_id: ConversationId, body: SendIn):
+    """Saves your message and starts the reply, a server-side run: it is saved and shown
+    live in every open tab whatever happens to this request.
+
+    With `Accept: text/event-stream` the reply's events stream back (two
+    `message.created`, `token`…, one final event), else the answer is 202 with both messages.
+    Refusals (400, 404, 409 a reply is streaming, 413, 429) come before anything is
+    saved; a repeated `client_id` starts nothing and answers with the earlier send.
+    """
+    conversation = await owned_conversation(request, conversation_id)
+    streamed = sse.wants_event_stream(request)
+    subscription, exchange = await start_reply(
+        conversation, watch=streamed, content=body.content, client_id=body.client_id
+    )
+    if not streamed:
+        return Status(
+            202,
+            {
+                "conversation": conversation.id,
+                "user_message": events.message_out(exchange.user_message),
+                "reply": events.message_out(exchange.reply),
+                "created": exchange.created,
+            },
+        )
+    return sse.response(_framed(subscription, sse.follow_reply(subscription, exchange)))
+
+
+@api.get(
+    "/conversations/{conversation_id}/events",
+    response={**REFUSALS},
+    summary="Subscribe to a conversation's live events (SSE)",
+    tags=[REPLIES],
+    openapi_extra={"responses": {200: SSE_RESPONSE}},
+)
+async def conversation_events(request, conversation_id: ConversationId):
+    """A `snapshot`, then every event of the conversation as it happens, from whichever
+    worker runs the reply. Reconnect with `Last-Event-ID: <reply>:<seq>` to go on right
+    after that token (no duplicate, no gap), or get the final event of a reply that
+    ended meanwhile."""
+    conversation = await owned_conversation(request, conversation_id)
+    subscription = await subscribe(conversation)  # before the snapshot is read
+    last_event_id = request.headers.get("Last-Event-ID")
+    return sse.response(_framed(subscription, sse.live_events(subscription, last_event_id)))
+
+
+@api.post(
+    "/conversations/{conversation_id}/stop",
+    response={200: MessageOut, **REFUSALS, 504: ErrorOut},
+    summary="Stop the streaming reply",
+    tags=[REPLIES],
+    exclude_unset=True,  # user messages have no assistant fields, as in the protocol
+)
+async def stop_reply(request, conversation_id: ConversationId, body: StopIn | None = None):
+    """Stops the conversation's streaming reply (or the one named) wherever it runs,
+    and answers with it as saved. 409 when nothing is streaming."""
+    conversation = await owned_conversation(request, conversation_id)
+    subscription = await subscribe(conversation)  # before the stop: the final is heard
+    try:
+        message_id = await services.reply_stop(
+            conversation=conversation,
+            message_id=str(body.message) if body and body.message else None,
+        )
+        reply = await sse.final_message(subscription, message_id, patience_s=STOP_WAIT_S)
+    finally:
+        await subscription.close()
+    if reply is None or not reply.is_final:
+        raise ChatError("stop_pending", "The reply is stopping but was not saved yet.", 504)
+    return events.message_out(reply)

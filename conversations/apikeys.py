@@ -1,0 +1,120 @@
+"""API keys: making, revoking and checking the keys integrations authenticate with.
+
+A key is ``chs_<8 characters>_<secret>``. Its first 12 characters (the prefix) are
+stored in clear to find the row and to show people which key is which; of the whole
+key only a SHA-256 hash is stored, compared in constant time. Keys are 256-bit random
+strings, so a fast hash is enough: there is nothing to brute-force. No key is ever
+logged; the Authorization header is not either.
+"""
+
+import hashlib
+import hmac
+import secrets
+import string
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.errors import AuthenticationError, HttpError
+from ninja.security import HttpBearer
+from ninja.utils import check_csrf
+
+from .models import ApiKey
+
+KEY_START = "chs_"
+PREFIX_CHARS = len(KEY_START) + 8
+# last_used_at is written at most this often per key, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_ALPHABET = string.ascii_letters + string.digits
+_NO_MATCH = hashlib.sha256(b"no such key").hexdigest()
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def create_api_key(*, owner, name: str = "") -> tuple[ApiKey, str]:
+    """A new key for ``owner``; returns the saved row and the key, which is shown once."""
+    for _ in range(5):
+        prefix = KEY_START + "".join(secrets.choice(_ALPHABET) for _ in range(8))
+        raw = f"{prefix}_{secrets.token_urlsafe(32)}"
+        try:
+            with transaction.atomic():
+                key = ApiKey.objects.create(
+                    owner=owner, name=name.strip()[:100], prefix=prefix, hashed_key=hash_key(raw)
+                )
+        except IntegrityError:  # a prefix taken already: 62**8 makes this rare
+            continue
+        return key, raw
+    raise RuntimeError("could not find a free API key prefix")
+
+
+def revoke_api_key(*, owner, key_id: int) -> bool:
+    """Revoke one of ``owner``'s keys; it stops working with the next request."""
+    return bool(
+        ApiKey.objects.filter(owner=owner, pk=key_id, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+    )
+
+
+def keys_for(owner) -> list[ApiKey]:
+    return list(ApiKey.objects.filter(owner=owner))
+
+
+def key_owner(raw: str):
+    """The active user a key belongs to, or None (unknown, revoked, inactive user)."""
+    key = (
+        ApiKey.objects.select_related("owner")
+        .filter(prefix=raw[:PREFIX_CHARS], revoked_at__isnull=True)
+        .first()
+        if raw.startswith(KEY_START)
+        else None
+    )
+    # Compare even when no row matched, so a miss takes as long as a wrong secret.
+    matches = hmac.compare_digest(key.hashed_key if key else _NO_MATCH, hash_key(raw))
+    if key is None or not matches or not key.owner.is_active:
+        return None
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return key.owner
+
+
+akey_owner = database_sync_to_async(key_owner)
+
+
+class CsrfFailed(HttpError):
+    def __init__(self) -> None:
+        super().__init__(403, "A browser session must send its CSRF token (X-CSRFToken).")
+
+
+class ApiAuth(HttpBearer):
+    """``Authorization: Bearer <key>``; without the header, the browser's session, which
+    must send its CSRF token on anything but a read.
+
+    A request that sends an Authorization header is judged by it alone: a wrong key is
+    refused even when a session cookie comes along.
+    """
+
+    csrf = True  # tells the interactive docs to send the token
+
+    async def __call__(self, request: HttpRequest):
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthenticationError(401, "Send the key as `Authorization: Bearer <key>`.")
+            return await self.authenticate(request, token.strip())
+        user = await request.auser()
+        if not user.is_authenticated:
+            return None
+        if request.method not in SAFE_METHODS and check_csrf(request) is not None:
+            raise CsrfFailed()
+        return user
+
+    async def authenticate(self, request: HttpRequest, token: str):
+        return await akey_owner(token)

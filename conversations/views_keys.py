@@ -1,0 +1,50 @@
+"""The API keys page: a person makes, names and revokes the keys their integrations use.
+
+A new key is shown once, in the answer to the form that made it (never stored, never
+cached, not carried over a redirect); afterwards only its prefix is.
+"""
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from . import apikeys, llm
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, required=False, help_text="What uses it, e.g. “backup script”."
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_keys(request):
+    new_key = None
+    form = ApiKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        _, new_key = apikeys.create_api_key(owner=request.user, name=form.cleaned_data["name"])
+        form = ApiKeyForm()
+    response = render(
+        request,
+        "conversations/api_keys.html",
+        {
+            "form": form,
+            "keys": apikeys.keys_for(request.user),
+            "new_key": new_key,
+            "base_url": request.build_absolute_uri("/"),
+            "model": llm.model_name(),
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def revoke(request, key_id: int):
+    if apikeys.revoke_api_key(owner=request.user, key_id=key_id):
+        messages.success(request, "The key is revoked; it stopped working at once.")
+    return redirect("api-keys")
