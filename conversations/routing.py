@@ -1,7 +1,11 @@
 from django.urls import path
 
+from review.consumers import TranscriptConsumer
+
 from .consumers import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ChatConsumer.as_asgi()),
+    # Staff's read-only live view of any conversation, from its admin page.
+    path("ws/admin/conversations/<uuid:conversation_id>/", TranscriptConsumer.as_asgi()),
 ]

@@ -1,0 +1,391 @@
+"""Staff review of conversations in the Django admin.
+
+The list (annotated, one query per page whatever its length), the filters, the
+transcript page (sanitised Markdown, live while a reply streams, every opening
+audited), the review form, the exports and the usage overview. Reading needs
+``conversations.view_conversation``; reviewing needs ``review.review_conversation`` too
+(see review/selectors.py). The write paths are in review/services.py.
+"""
+
+from datetime import datetime, time, timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import ngettext
+
+from review import exports, selectors, services
+from review.markdown import render_markdown
+from review.models import Feedback, TranscriptView
+
+from .models import Conversation, Message
+
+USAGE_DAYS_DEFAULT = 14
+USAGE_DAYS_MAX = 90
+USAGE_ROWS_PER_PAGE = 200  # per user per day: a row per active user per day
+
+
+# --- filters ----------------------------------------------------------------------------
+
+
+class OwnerFilter(admin.SimpleListFilter):
+    """A username typed in, not a list of every user: there may be thousands."""
+
+    title = "owner"
+    parameter_name = "owner"
+    template = "admin/review/input_filter.html"
+
+    def lookups(self, request, model_admin):
+        return ()
+
+    def has_output(self) -> bool:
+        return True
+
+    def choices(self, changelist):
+        yield {
+            "value": self.value() or "",
+            # The other filters, search and ordering stay as they are.
+            "hidden": [
+                (name, value)
+                for name, values in changelist.filter_params.items()
+                if name != self.parameter_name
+                for value in values
+            ],
+            "clear_query_string": changelist.get_query_string(remove=[self.parameter_name]),
+        }
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(owner__username__iexact=self.value().strip())
+        return queryset
+
+
+class ReviewedFilter(admin.SimpleListFilter):
+    title = "reviewed"
+    parameter_name = "reviewed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(reviewed_at__isnull=self.value() == "no")
+        return queryset
+
+
+class FailedRepliesFilter(admin.SimpleListFilter):
+    title = "failed replies"
+    parameter_name = "failed"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Has failed or interrupted replies"), ("no", "None")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(selectors.with_failed_replies())
+        if self.value() == "no":
+            return queryset.filter(~selectors.with_failed_replies())
+        return queryset
+
+
+class FeedbackFilter(admin.SimpleListFilter):
+    title = "feedback"
+    parameter_name = "feedback"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("down", "Has thumbs down"),
+            ("up", "Has thumbs up"),
+            ("any", "Has any rating"),
+            ("none", "No rating"),
+        ]
+
+    def queryset(self, request, queryset):
+        match self.value():
+            case "down":
+                return queryset.filter(selectors.with_rating(Feedback.Rating.DOWN))
+            case "up":
+                return queryset.filter(selectors.with_rating(Feedback.Rating.UP))
+            case "any":
+                return queryset.filter(selectors.with_rating())
+            case "none":
+                return queryset.filter(~selectors.with_rating())
+        return queryset
+
+
+class AttentionFilter(admin.SimpleListFilter):
+    """Failed replies *or* thumbs down in one list: filters combine with AND."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Failed reply or thumbs down")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(
+                selectors.with_failed_replies() | selectors.with_rating(Feedback.Rating.DOWN)
+            )
+        return queryset
+
+
+class LastActivityFilter(admin.DateFieldListFilter):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.title = "last activity"
+
+
+# --- the review form --------------------------------------------------------------------
+
+
+class ReviewForm(forms.ModelForm):
+    reviewed = forms.BooleanField(
+        required=False,
+        label="Reviewed",
+        help_text="Ticking records you and the time; unticking clears them.",
+    )
+
+    class Meta:
+        model = Conversation
+        fields = ["flagged", "review_notes"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "reviewed" in self.fields:
+            self.fields["reviewed"].initial = self.instance.reviewed_at is not None
+
+
+# --- the admin --------------------------------------------------------------------------
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    form = ReviewForm
+    list_display = [
+        "display_title",
+        "owner",
+        "source",
+        "model",
+        "message_count",
+        "tokens_used",
+        "last_reply_status",
+        "flagged",
+        "reviewed",
+        "created_at",
+        "last_activity",
+    ]
+    list_display_links = ["display_title"]
+    list_select_related = ["owner", "reviewed_by"]
+    list_filter = [
+        AttentionFilter,
+        FailedRepliesFilter,
+        FeedbackFilter,
+        "flagged",
+        ReviewedFilter,
+        "source",
+        "model",
+        ("created_at", admin.DateFieldListFilter),
+        ("updated_at", LastActivityFilter),
+        OwnerFilter,
+    ]
+    search_fields = ["title", "messages__content"]
+    search_help_text = "Searches titles and the text of every message."
+    date_hierarchy = "created_at"
+    list_per_page = 50
+    # Counts per filter choice would aggregate every conversation on each page view.
+    show_facets = admin.ShowFacets.NEVER
+    actions = ["export_json", "export_csv", "mark_reviewed", "flag", "unflag"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("owner", "source"),
+                    "title",
+                    "model",
+                    ("message_count", "tokens_used"),
+                    ("created_at", "last_activity"),
+                    "system_prompt",
+                ]
+            },
+        ),
+        (
+            "Review",
+            {"fields": ["flagged", "reviewed", "reviewed_by", "reviewed_at", "review_notes"]},
+        ),
+    ]
+    _INFO_FIELDS = (
+        "owner",
+        "source",
+        "title",
+        "model",
+        "message_count",
+        "tokens_used",
+        "created_at",
+        "last_activity",
+        "system_prompt",
+        "reviewed_by",
+        "reviewed_at",
+    )
+    _REVIEW_FIELDS = ("flagged", "reviewed", "review_notes")
+
+    # --- permissions --------------------------------------------------------------------
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return selectors.can_read_transcripts(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Conversations are never edited here; "change" is reviewing them.
+        return selectors.can_review(request.user)
+
+    def has_review_permission(self, request) -> bool:
+        return selectors.can_review(request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        if self.has_change_permission(request, obj):
+            return self._INFO_FIELDS
+        return self._INFO_FIELDS + self._REVIEW_FIELDS
+
+    # --- the list -----------------------------------------------------------------------
+
+    def get_queryset(self, request):
+        return selectors.conversations_for_review()
+
+    @admin.display(description="title", ordering="title")
+    def display_title(self, obj: Conversation) -> str:
+        return obj.title or "(untitled)"
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, obj: Conversation) -> int:
+        return obj.message_count
+
+    @admin.display(description="tokens", ordering="tokens_used")
+    def tokens_used(self, obj: Conversation) -> int:
+        return obj.tokens_used
+
+    @admin.display(description="last reply", ordering="last_reply_status")
+    def last_reply_status(self, obj: Conversation) -> str:
+        return obj.last_reply_status or "—"
+
+    @admin.display(description="reviewed", boolean=True, ordering="reviewed_at")
+    def reviewed(self, obj: Conversation) -> bool:
+        return obj.reviewed_at is not None
+
+    @admin.display(description="last activity", ordering="updated_at")
+    def last_activity(self, obj: Conversation) -> str:
+        # Formatted here: the change page shows a method's value as plain text.
+        return date_format(timezone.localtime(obj.updated_at), "DATETIME_FORMAT")
+
+    # --- the transcript page ------------------------------------------------------------
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            # Every rendering of a transcript is recorded, before any of it is shown.
+            services.transcript_views_record(
+                user=request.user, conversation_ids=[obj.pk], via=TranscriptView.Via.PAGE
+            )
+            transcript = selectors.transcript(obj)
+            for message in transcript:
+                # Replies are Markdown by design; people's messages are shown as typed.
+                message.rendered = (
+                    render_markdown(message.content)
+                    if message.role == Message.Role.ASSISTANT
+                    else None
+                )
+            context.update(
+                transcript=transcript,
+                live_path=f"/ws/admin/conversations/{obj.pk}/",
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_model(self, request, obj, form, change):
+        services.conversation_review(
+            conversation=obj,
+            reviewer=request.user,
+            flagged=form.cleaned_data["flagged"],
+            notes=form.cleaned_data["review_notes"],
+            reviewed=form.cleaned_data["reviewed"],
+        )
+
+    # --- actions ------------------------------------------------------------------------
+
+    def _audit_export(self, request, queryset) -> None:
+        services.transcript_views_record(
+            user=request.user,
+            conversation_ids=queryset.order_by().values_list("pk", flat=True).iterator(),
+            via=TranscriptView.Via.EXPORT,
+        )
+
+    @admin.action(description="Export selected conversations as JSON", permissions=["view"])
+    def export_json(self, request, queryset):
+        self._audit_export(request, queryset)
+        return exports.json_response(queryset)
+
+    @admin.action(description="Export selected conversations as CSV", permissions=["view"])
+    def export_csv(self, request, queryset):
+        self._audit_export(request, queryset)
+        return exports.csv_response(queryset)
+
+    @admin.action(description="Mark selected conversations reviewed", permissions=["review"])
+    def mark_reviewed(self, request, queryset):
+        count = services.conversations_mark_reviewed(conversations=queryset, reviewer=request.user)
+        self.message_user(
+            request,
+            ngettext("%d conversation marked reviewed.", "%d conversations marked reviewed.", count)
+            % count,
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Flag selected conversations", permissions=["review"])
+    def flag(self, request, queryset):
+        count = services.conversations_flag(conversations=queryset, flagged=True)
+        self.message_user(request, f"{count} flagged.", messages.SUCCESS)
+
+    @admin.action(description="Unflag selected conversations", permissions=["review"])
+    def unflag(self, request, queryset):
+        count = services.conversations_flag(conversations=queryset, flagged=False)
+        self.message_user(request, f"{count} unflagged.", messages.SUCCESS)
+
+    # --- the usage overview -------------------------------------------------------------
+
+    def get_urls(self):
+        usage = path(
+            "usage/",
+            self.admin_site.admin_view(self.usage_view),
+            name="conversations_conversation_usage",
+        )
+        return [usage, *super().get_urls()]
+
+    def usage_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = min(max(int(request.GET.get("days", USAGE_DAYS_DEFAULT)), 1), USAGE_DAYS_MAX)
+        except ValueError:
+            days = USAGE_DAYS_DEFAULT
+        today = timezone.localdate()
+        since = timezone.make_aware(datetime.combine(today - timedelta(days=days - 1), time.min))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Usage overview",
+            "days": days,
+            "day_choices": [1, 7, 14, 30, 90],
+            "since": since,
+            "total": selectors.usage_total(since=since),
+            "by_day": selectors.usage_by_day(since=since),
+            "by_user_day": Paginator(
+                selectors.usage_by_user_day(since=since), USAGE_ROWS_PER_PAGE
+            ).get_page(request.GET.get("page")),
+            "changelist_url": reverse("admin:conversations_conversation_changelist"),
+        }
+        return TemplateResponse(request, "admin/review/usage.html", context)
