@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean frontend
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "chatsite needs Python 3.11 or newer")'
@@ -19,12 +19,25 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $@
 
-run: $(VENV)/.installed
+# The chat page's browser libraries (marked, DOMPurify): installed by npm from the
+# committed lock file and copied into the static files; never committed themselves.
+VENDOR := conversations/static/conversations/vendor
+$(VENV)/.frontend: package.json package-lock.json $(VENV)/.installed
+	$(VENV)/bin/npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(VENDOR)
+	cp node_modules/marked/lib/marked.umd.js node_modules/marked/lib/marked.umd.js.map \
+	   node_modules/dompurify/dist/purify.min.js node_modules/dompurify/dist/purify.min.js.map \
+	   $(VENDOR)/
+	@touch $@
+
+frontend: $(VENV)/.frontend
+
+run: $(VENV)/.installed $(VENV)/.frontend
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_login --url http://127.0.0.1:$(PORT)/
 	$(PY) manage.py serve --port $(PORT)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VENV)/.frontend
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -33,4 +46,4 @@ lint: $(VENV)/.installed-test
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info node_modules $(VENDOR)

@@ -1,9 +1,20 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("search/", views.search, name="search"),
     path("c/new/", views.conversation_new, name="conversation-new"),
     path("c/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
+    path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation-rename"),
+    path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation-delete"),
+    path("signup/", views.signup, name="signup"),
+    path("account/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "account/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
 ]

@@ -1,43 +1,185 @@
-"""The pages: the chat page with the history sidebar."""
+"""The pages: the chat page with its history sidebar, the sidebar's actions (search,
+rename, delete), and the account pages (log in, sign up).
 
+Thin edges: they parse and authorise, then call a selector or a service.
+"""
+
+import uuid
+
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.contrib.auth.forms import UserCreationForm
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from . import llm, selectors, services
+from . import events, llm, selectors, services
+from .models import Conversation
+from .services import ChatError
+
+HISTORY_LIMIT = 200
 
 
-def _page(request, conversation=None):
+def _history(user, query: str):
+    return selectors.conversations_matching(user, query)[:HISTORY_LIMIT]
+
+
+def _page(request: HttpRequest, conversation: Conversation | None = None) -> HttpResponse:
+    query = request.GET.get("q", "").strip()
     return render(
         request,
         "conversations/chat.html",
         {
             "conversation": conversation,
-            "history": selectors.conversations_for(request.user)[:200],
-            "model_label": llm.model_label(conversation.model if conversation else None),
+            "history": _history(request.user, query),
+            "current_id": conversation.id if conversation else None,
+            "query": query,
+            # The model the next reply will use; each reply shows its own.
+            "model_label": llm.model_label(),
             "offline": not llm.uses_real_model(),
+            "offline_model": llm.OFFLINE_MODEL_NAME,
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         },
     )
 
 
 @login_required
-def home(request):
+def home(request: HttpRequest) -> HttpResponse:
+    """A new chat: the composer, ready; the conversation exists once a message is sent."""
     return _page(request)
 
 
 @login_required
-@require_POST
-def conversation_new(request):
-    conversation = services.conversation_create(owner=request.user)
-    return redirect("conversation", conversation_id=conversation.id)
-
-
-@login_required
-def conversation_page(request, conversation_id):
+def conversation_page(request: HttpRequest, conversation_id) -> HttpResponse:
     conversation = selectors.conversation_for(request.user, conversation_id)
     if conversation is None:
         raise Http404("No such conversation.")
     return _page(request, conversation)
+
+
+@login_required
+@require_POST
+async def conversation_new(request: HttpRequest) -> HttpResponse:
+    """Start a conversation, with its first message when one is given (the composer of
+    the new-chat page); the reply runs on the server while the browser follows."""
+    user = await request.auser()
+    # A submitted form sends its line breaks as CRLF; a message keeps plain newlines.
+    content = request.POST.get("content", "").replace("\r\n", "\n")
+    if content.strip():
+        try:
+            services.check_send(content)
+        except ChatError as exc:
+            messages.error(request, exc.detail)
+            return redirect("home")
+    conversation = await database_sync_to_async(services.conversation_create)(owner=user)
+    if content.strip():
+        try:
+            await services.reply_start(conversation=conversation, content=content)
+        except ChatError as exc:
+            messages.error(request, exc.detail)
+    return redirect("conversation", conversation_id=conversation.id)
+
+
+async def _owned_conversation(request: HttpRequest, conversation_id) -> Conversation:
+    conversation = await selectors.aconversation_for(await request.auser(), conversation_id)
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _back(request: HttpRequest, default: str) -> str:
+    """Where a sidebar form returns to: its `next` field when it is one of ours."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+@login_required
+@require_POST
+async def conversation_rename(request: HttpRequest, conversation_id) -> HttpResponse:
+    conversation = await _owned_conversation(request, conversation_id)
+    try:
+        await services.conversation_rename(
+            conversation=conversation, title=request.POST.get("title", "")
+        )
+    except ChatError as exc:
+        if _wants_json(request):
+            return JsonResponse({"code": exc.code, "detail": exc.detail}, status=exc.status)
+        messages.error(request, exc.detail)
+    if _wants_json(request):
+        return JsonResponse({"conversation": events.conversation_out(conversation)})
+    return redirect(_back(request, reverse("conversation", args=[conversation.id])))
+
+
+@login_required
+@require_POST
+async def conversation_delete(request: HttpRequest, conversation_id) -> HttpResponse:
+    conversation = await _owned_conversation(request, conversation_id)
+    await services.conversation_delete(conversation=conversation)
+    if _wants_json(request):
+        return JsonResponse({"deleted": str(conversation_id)})
+    # Never back to the page of the conversation just deleted.
+    back = _back(request, reverse("home"))
+    if str(conversation_id) in back:
+        back = reverse("home")
+    return redirect(back)
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+@login_required
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    """The sidebar's entries matching `q` (all of them when it is empty), as the HTML
+    fragment the page swaps in; `current` marks the open conversation."""
+    query = request.GET.get("q", "").strip()
+    return render(
+        request,
+        "conversations/_history.html",
+        {
+            "history": _history(request.user, query),
+            "query": query,
+            "current_id": _uuid_or_none(request.GET.get("current", "")),
+        },
+    )
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(signup_enabled=settings.CHAT_SIGNUP_ENABLED, **kwargs)
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    """Self sign-up, only where CHAT_SIGNUP_ENABLED is on; otherwise staff create users."""
+    if not settings.CHAT_SIGNUP_ENABLED:
+        raise Http404("Sign-up is off.")
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        login(request, form.save())
+        return redirect("home")
+    return render(request, "registration/signup.html", {"form": form})

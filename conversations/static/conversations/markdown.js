@@ -1,0 +1,132 @@
+// Replies rendered as Markdown, never trusted as HTML: marked renders, raw HTML in a
+// reply is shown as the text it is, and DOMPurify cleans the result before it reaches
+// the page (no scripts, handlers, javascript: links, images, or the page's own hooks).
+//
+// window.chatsite.markdown.view(body).show(text, streaming) renders into `body`. While
+// a reply streams, blocks that are final (another block has started after them) are
+// rendered once and kept; only the last, growing block is rendered again, so a frame
+// costs the size of that block, not of the whole reply. Once the reply has ended, its
+// stored text is rendered whole, once.
+(() => {
+  "use strict";
+
+  const chatsite = (window.chatsite = window.chatsite || {});
+  const { marked, DOMPurify } = window;
+  if (typeof marked?.lexer !== "function" || typeof DOMPurify?.sanitize !== "function") {
+    console.warn("chatsite: marked/DOMPurify not built (make frontend); replies shown as text");
+    chatsite.markdown = { ready: false };
+    return;
+  }
+
+  const PURIFY = {
+    USE_PROFILES: { html: true },
+    FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select", "option", "iframe",
+      "frame", "object", "embed", "img", "video", "audio", "source", "picture", "link", "meta",
+      "base"],
+    FORBID_ATTR: ["style", "id", "name", "srcset"],
+    ALLOW_DATA_ATTR: false, // the page's own hooks (data-action, data-message-id …)
+    RETURN_DOM_FRAGMENT: true,
+  };
+
+  function escapeHtml(text) {
+    const span = document.createElement("span");
+    span.textContent = text;
+    return span.innerHTML;
+  }
+
+  marked.use({
+    gfm: true,
+    renderer: {
+      html: ({ text }) => escapeHtml(text),
+      // An image would load from wherever the model says: show a link instead.
+      image: ({ href, text }) => {
+        const link = document.createElement("a");
+        link.setAttribute("href", href || "");
+        link.textContent = `[image: ${text || href}]`;
+        return link.outerHTML;
+      },
+    },
+  });
+  DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+    // Classes only for code languages, so a reply cannot dress up as the page.
+    if (data.attrName === "class" && !/^language-[\w+#.-]+$/.test(data.attrValue)) {
+      data.keepAttr = false;
+    }
+  });
+  DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A" && node.hasAttribute("href")) {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
+    }
+  });
+
+  const codeTemplate = document.getElementById("code-template");
+
+  // Sanitised DOM for marked's tokens; code blocks get a header with their language
+  // (shown by CSS, so it stays out of the text) and a copy button.
+  function fragmentFrom(tokens) {
+    const fragment = DOMPurify.sanitize(marked.parser(tokens), PURIFY);
+    for (const pre of fragment.querySelectorAll("pre")) {
+      const block = codeTemplate.content.firstElementChild.cloneNode(true);
+      const language = /language-([\w+#.-]+)/.exec(pre.querySelector("code")?.className || "");
+      block.querySelector(".code-header").dataset.lang = language ? language[1] : "text";
+      pre.replaceWith(block);
+      block.append(pre);
+    }
+    return fragment;
+  }
+
+  function streamPart() {
+    const part = document.createElement("div");
+    part.className = "stream-part";
+    return part;
+  }
+
+  function view(body) {
+    let rendered = null; // the text whose whole render the body shows
+    let stream = null; // {settledText, settled, tail} while streaming
+    let incremental = true;
+
+    function showWhole(text) {
+      if (rendered === text && !stream) return;
+      body.replaceChildren(fragmentFrom(marked.lexer(text)));
+      rendered = text;
+      stream = null;
+    }
+
+    function show(text, streaming) {
+      // marked turns CR LF into LF, which would break the settled text's offsets.
+      if (!streaming || !incremental || text.includes("\r")) {
+        showWhole(text);
+        return;
+      }
+      if (!stream || !text.startsWith(stream.settledText)) {
+        stream = { settledText: "", settled: streamPart(), tail: streamPart() };
+        body.replaceChildren(stream.settled, stream.tail);
+      }
+      const tokens = marked.lexer(text.slice(stream.settledText.length));
+      let last = tokens.length - 1;
+      while (last > 0 && tokens[last].type === "space") last -= 1;
+      if (last > 0) {
+        const done = tokens.slice(0, last);
+        done.links = tokens.links;
+        const settledText = stream.settledText + done.map((token) => token.raw).join("");
+        if (!text.startsWith(settledText)) {
+          incremental = false; // the lexer changed the text: render whole from now on
+          showWhole(text);
+          return;
+        }
+        stream.settled.append(fragmentFrom(done));
+        stream.settledText = settledText;
+      }
+      const rest = tokens.slice(Math.max(last, 0));
+      rest.links = tokens.links;
+      stream.tail.replaceChildren(fragmentFrom(rest));
+      rendered = null;
+    }
+
+    return { show };
+  }
+
+  chatsite.markdown = { ready: true, view };
+})();
