@@ -146,10 +146,12 @@ REDIS_SENTINELS = env_list("REDIS_SENTINELS")
 # All viewers in one process share one Redis list per process; size it for bursts.
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 10000)
 # Fail fast when Redis is down, and after a Redis restart retry once, so a stale pooled
-# connection is replaced unnoticed. (No socket_timeout: a receive cancelled mid-pop would
-# then linger until it expired.)
+# connection is replaced unnoticed. No read timeout: redis-py 8's default (5 s) races
+# channels_redis' 5 s blocking pop, and a longer one makes a receive cancelled mid-pop
+# linger until it expires.
 _REDIS_OPTIONS = {
     "socket_connect_timeout": 2,
+    "socket_timeout": None,
     "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
     "retry_on_error": [RedisConnectionError],
 }

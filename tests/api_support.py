@@ -3,18 +3,10 @@
 import json
 import time
 
-import pytest
-
 from conversations.apikeys import create_api_key
 from conversations.models import Message
 
 from .conftest import FINAL_TYPES
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    """Import into a test module: its users are made without a slow password hash."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def stub_env(stub_server: str, **extra: str) -> dict:

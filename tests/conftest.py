@@ -37,11 +37,23 @@ def _close_the_pool_before_dropping_the_test_database(django_db_setup):
     """PostgreSQL keeps pooled connections open; the test database can only be dropped
     once they are closed."""
     yield
+    from asgiref.sync import sync_to_async
     from django.db import connections
 
+    # The async ORM calls of tests (aget, acount…) ran on asgiref's executor thread;
+    # its connections are checked out of the pool until closed there.
+    asyncio.run(sync_to_async(connections.close_all)())
     for connection in connections.all():
         if hasattr(connection, "close_pool"):
             connection.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(request, settings):
+    """Users are made without the slow production hash, except in tests whose server
+    checks a password typed into its login form (marked ``real_passwords``)."""
+    if request.node.get_closest_marker("real_passwords") is None:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

@@ -87,8 +87,10 @@ class WsViewer:
 
     async def until_final(self, message_id: str | None = None, timeout: float = 20) -> dict:
         return await self.until(
-            lambda e: e["type"] in FINAL_TYPES
-            and (message_id is None or e["message"]["id"] == message_id),
+            lambda e: (
+                e["type"] in FINAL_TYPES
+                and (message_id is None or e["message"]["id"] == message_id)
+            ),
             timeout,
         )
 

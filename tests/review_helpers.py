@@ -3,7 +3,6 @@ conversations with messages, ratings and dates set directly in the database."""
 
 from datetime import datetime, timedelta
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
@@ -81,10 +80,3 @@ def exchange(conv: Conversation, question: str, answer: str, *, at=None, **reply
 
 def rate(reply: Message, user, rating: int, comment: str = "") -> Feedback:
     return Feedback.objects.create(message=reply, user=user, rating=rating, comment=comment)
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    """Users are made in most of these tests: a fast hasher keeps them quick (used by
-    the modules that import it)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -17,7 +17,7 @@ from conversations.models import Conversation, Message
 from review.models import Feedback, TranscriptView
 
 from . import review_helpers as build
-from .review_helpers import READ, REVIEW, fast_passwords  # noqa: F401
+from .review_helpers import READ, REVIEW
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from conversations.apikeys import revoke_api_key
 from conversations.models import ApiKey, Conversation, Message
 from conversations.services import conversation_create
 
-from .api_support import bearer, fast_passwords, new_key, wait_until_final  # noqa: F401
+from .api_support import bearer, new_key, wait_until_final
 from .conftest import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,8 +18,6 @@ from conversations.apikeys import (
 )
 from conversations.models import ApiKey
 
-from .api_support import fast_passwords  # noqa: F401 (an autouse fixture)
-
 
 def test_only_a_hash_and_a_prefix_of_a_key_are_stored(user):
     key, raw = create_api_key(owner=user, name="  backup script ")

@@ -36,6 +36,7 @@ REPLY_TIMEOUT_MS = 30_000
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
+    pytest.mark.real_passwords,  # the server checks the password typed into its form
     pytest.mark.skipif(
         not CHROMIUM.exists() and not os.environ.get("CI"),
         reason="Chromium is not installed (apt-get install chromium); CI always runs these",

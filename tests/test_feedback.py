@@ -10,7 +10,7 @@ from conversations.models import Message
 from review.models import Feedback
 
 from . import review_helpers as build
-from .review_helpers import READ, fast_passwords  # noqa: F401
+from .review_helpers import READ
 
 pytestmark = pytest.mark.django_db
 

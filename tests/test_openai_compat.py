@@ -14,9 +14,8 @@ from langchain_openai import ChatOpenAI
 from conversations import llm
 from conversations.models import Conversation, Message
 
-from .api_support import (  # noqa: F401 (fast_passwords: an autouse fixture)
+from .api_support import (
     bearer,
-    fast_passwords,
     new_key,
     stub_env,
     wait_until_final,
@@ -239,7 +238,10 @@ async def test_langchain_chat_openai_streams_through_chatsite(server, user):
     chain = ChatPromptTemplate.from_messages(
         [("system", "You are terse."), ("human", "{question}")]
     ) | ChatOpenAI(base_url=f"{server.url}/v1", api_key=key, model=MODEL, max_retries=0)
-    pieces = [chunk.content async for chunk in chain.astream({"question": "script=tricky"})]
+    # 40 ms between the model's chunks: wider than chatsite's frame interval, so they
+    # cannot all be coalesced into one frame.
+    question = "script=tricky gap_ms=40"
+    pieces = [chunk.content async for chunk in chain.astream({"question": question})]
 
     assert len([p for p in pieces if p]) > 1  # it streamed
     assert "".join(pieces) == "".join(TRICKY_CHUNKS)

@@ -22,7 +22,7 @@ from review.models import Feedback, TranscriptView
 
 from . import review_helpers as build
 from .conftest import connect, joined_tokens, receive, receive_until_final
-from .review_helpers import READ, REVIEW, fast_passwords  # noqa: F401
+from .review_helpers import READ, REVIEW
 
 CHANGELIST = "admin:conversations_conversation_changelist"
 

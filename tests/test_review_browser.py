@@ -13,7 +13,7 @@ from conversations.models import Message
 from review.models import Feedback
 
 from . import review_helpers as build
-from .review_helpers import READ, fast_passwords  # noqa: F401
+from .review_helpers import READ
 from .test_browser import context, logged_in, open_conversation, send, server  # noqa: F401
 from .test_browser import pytestmark as browser_marks
 

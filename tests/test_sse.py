@@ -16,9 +16,8 @@ from conversations import sse, viewers
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 
-from .api_support import (  # noqa: F401 (fast_passwords: an autouse fixture)
+from .api_support import (
     bearer,
-    fast_passwords,
     new_key,
     read_events,
     stub_env,

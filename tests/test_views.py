@@ -19,12 +19,6 @@ from conversations.services import conversation_create
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # Autouse, so it comes before the `user` fixture hashes a password.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def alice_client(client, user):
     client.force_login(user)
