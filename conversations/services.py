@@ -132,27 +132,37 @@ def _create_exchange(
                     content=content,
                     client_id=client_id,
                 )
-                reply = Message.objects.create(
-                    conversation=conversation,
-                    role=Message.Role.ASSISTANT,
-                    status=Message.Status.STREAMING,
-                    reply_to=user_message,
-                    model=model,
-                )
+                reply = _new_reply(user_message, model)
         except IntegrityError:
             if client_id and (found := _exchange_for_client_id(conversation, client_id)):
                 return _Created(found)
-            raise ChatError(
-                "conversation_busy",
-                "A reply is still streaming in this conversation; stop it or wait.",
-                status=409,
-            ) from None
+            raise _busy() from None
         titled = not conversation.title
         if titled:
             conversation.title = title_from(content)
         _touch(conversation, model)
         turns = _turns_before(user_message)
     return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
+
+
+def _new_reply(user_message: Message, model: str) -> Message:
+    """The streaming reply to a user message. The database refuses a second streaming
+    reply in a conversation (IntegrityError), however the sends raced."""
+    return Message.objects.create(
+        conversation_id=user_message.conversation_id,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        reply_to=user_message,
+        model=model,
+    )
+
+
+def _busy() -> ChatError:
+    return ChatError(
+        "conversation_busy",
+        "A reply is still streaming in this conversation; stop it or wait.",
+        status=409,
+    )
 
 
 def _touch(conversation: Conversation, model: str) -> None:
@@ -253,22 +263,14 @@ def _create_regeneration(
         if last_reply is None or str(last_reply.pk) != str(message_id):
             raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
         if last_reply.status == Message.Status.STREAMING:
-            raise ChatError("conversation_busy", "This reply is still streaming.", status=409)
+            raise _busy()
         check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
         user_message = last_reply.reply_to
         try:
             with transaction.atomic():
-                reply = Message.objects.create(
-                    conversation=conversation,
-                    role=Message.Role.ASSISTANT,
-                    status=Message.Status.STREAMING,
-                    reply_to=user_message,
-                    model=model,
-                )
+                reply = _new_reply(user_message, model)
         except IntegrityError:
-            raise ChatError(
-                "conversation_busy", "A reply is already streaming here.", status=409
-            ) from None
+            raise _busy() from None
         _touch(conversation, model)
         turns = _turns_before(user_message)
     return _Created(Exchange(user_message, reply, created=True), False, turns, swept)
