@@ -183,9 +183,9 @@ def redis_url():
         return
     from .servers import start_redis
 
-    url, handle = start_redis()
-    yield url
-    handle.shutdown()
+    redis = start_redis()
+    yield redis.url
+    redis.kill()
 
 
 @pytest.fixture(scope="module")

