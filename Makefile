@@ -41,6 +41,15 @@ test: $(VENV)/.installed-test $(VENV)/.frontend
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[bench]"
+	@touch $@
+
+# Latency and load benchmarks (bench/): starts everything on loopback and prints the
+# table of README.md's "Benchmarks" (BENCH_ARGS="--quick" for a smoke run).
+bench: $(VENV)/.installed-bench
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

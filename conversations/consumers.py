@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from redis.exceptions import RedisError
 
@@ -194,16 +195,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before it dispatches any message:
-        # a hop to the one ORM thread, per frame and per viewer, which queued every ORM
-        # call of the process behind the token traffic (bench/, figures 4 and 5). Live
-        # events touch no database (the ORM calls they may lead to, a resync, clean up
-        # after themselves through database_sync_to_async), so they skip it.
-        if message["type"] == "chat.frame":
-            await self.chat_frame(message)
-        elif message["type"] == "run.filled":
-            await self.run_filled(message)
-        else:
-            await super().dispatch(message)
+        # a hop to the one ORM thread per frame per viewer, and per message from the
+        # client, each queued behind every ORM call of the process (bench/, figures 1, 4
+        # and 5). Every ORM call of this consumer goes through database_sync_to_async,
+        # which closes stale connections itself, so the handler is called directly.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def chat_frame(self, frame: dict) -> None:
         await self.viewer.on_frame(frame)

@@ -276,9 +276,7 @@ class Run:
         heartbeat_every = max(interval, settings.CHAT_RUN_LEASE_S / 3)
         last_write = time.monotonic()
         while True:
-            # On a clock every run of the process shares, so that their flushes meet and
-            # go to the database together (see _Flushes).
-            await asyncio.sleep(interval - time.monotonic() % interval)
+            await asyncio.sleep(interval)
             now = time.monotonic()
             if now - self.started > settings.CHAT_REPLY_TIMEOUT_S:
                 self._fail("reply_timeout", "The reply took longer than the time allowed.")
@@ -344,9 +342,9 @@ class Run:
 
 
 # --- flushes ------------------------------------------------------------------------------
-# Every ORM call of a process runs on one thread. Runs flush on a shared clock, and the
-# flushes that meet go to the database in one call and one transaction: one hop to that
-# thread and one commit per tick, not one per run (bench/, figure 4).
+# Every ORM call of a process runs on one thread. The flushes that queue while it is busy
+# go to the database together, in one call and one transaction (a group commit): with
+# many replies streaming, one hop to that thread and one commit serve them all.
 
 
 class _Flushes:
@@ -359,7 +357,6 @@ class _Flushes:
         future = loop.create_future()
         self.pending[message_id] = (seq, content, future)
         if self.writer is None or self.writer.done():
-            # Started after the runs woken with this one have queued their flushes.
             self.writer = loop.create_task(self._write_pending(), name="run-flushes")
         try:
             return await future

@@ -1,0 +1,89 @@
+"""Figure 7: database writes per reply against reply length.
+
+Runs replies in this process, through the real path (``services.reply_start`` → the
+run → ``ChatOpenAI`` over HTTP to the stub), on the in-memory layer, and counts the
+INSERT and UPDATE statements on the connection of the thread every ORM call of async
+code runs in (as ``tests/test_llm.py`` does). Writes made while the exchange is
+created (the user message, the reply's row, the conversation's activity) are told
+apart from the run's own (flushes and the final save).
+
+Run by the bench in chatsite's environment; prints one line of JSON.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import time
+
+import django
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", default="100,1000,5000")
+    parser.add_argument("--gap-ms", type=float, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    django.setup()
+    print(json.dumps(asyncio.run(measure([int(n) for n in args.tokens.split(",")], args.gap_ms))))
+
+
+async def measure(lengths: list[int], gap_ms: float) -> list[dict]:
+    from channels.db import database_sync_to_async
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from conversations import runs, services
+    from conversations.models import Conversation
+
+    writes: list[str] = []
+
+    def count_writes(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith(("UPDATE", "INSERT")):
+            writes.append(sql)
+        return execute(sql, params, many, context)
+
+    @database_sync_to_async
+    def fresh_conversation() -> Conversation:
+        user = get_user_model().objects.get_or_create(username="bench-dbwrites")[0]
+        return Conversation.objects.create(owner=user)
+
+    # The first reply of a process imports and connects what it needs: not measured.
+    first = await fresh_conversation()
+    warm_up = await services.reply_start(conversation=first, content="tokens=5")
+    await asyncio.wait_for(runs.local_run(warm_up.reply.id).task, 60)
+    watch = database_sync_to_async(lambda: connection.execute_wrappers.append(count_writes))
+    await watch()
+    results = []
+    for tokens in lengths:
+        conversation = await fresh_conversation()
+        writes.clear()
+        started = time.monotonic()
+        exchange = await services.reply_start(
+            conversation=conversation, content=f"tokens={tokens} gap_ms={gap_ms:g}"
+        )
+        exchange_writes = len(writes)
+        run = runs.local_run(exchange.reply.id)
+        await asyncio.wait_for(run.task, 120)
+        duration_ms = (time.monotonic() - started) * 1000
+        run_writes = len(writes) - exchange_writes
+        results.append(
+            {
+                "tokens": tokens,
+                "frames": run.seq,
+                "status": run.message.status if run.message else None,
+                "duration_ms": round(duration_ms),
+                "exchange_writes": exchange_writes,
+                "run_writes": run_writes,
+                # The reply's own row: its INSERT, the flushes and the final save.
+                "reply_writes": 1 + run_writes,
+                "bound": 2 + duration_ms / settings.CHAT_FLUSH_INTERVAL_MS,
+            }
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()
