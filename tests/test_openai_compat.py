@@ -38,11 +38,6 @@ def server(django_db_setup, django_db_blocker, stub_server):
 
 
 @pytest.fixture
-def key(user):
-    return new_key(user)
-
-
-@pytest.fixture
 def client(server, key):
     with openai.OpenAI(
         base_url=f"{server.url}/v1", api_key=key, _strict_response_validation=True

@@ -39,11 +39,6 @@ def server(django_db_setup, django_db_blocker, stub_server):
 
 
 @pytest.fixture
-def key(user):
-    return new_key(user)
-
-
-@pytest.fixture
 def conversation_id(user):
     return str(conversation_create(owner=user, source=Conversation.Source.API).id)
 
