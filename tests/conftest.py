@@ -33,7 +33,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_the_pool_before_dropping_the_test_database(django_db_setup):
+def _close_the_pool_before_dropping_the_test_database(django_db_setup, django_db_blocker):
     """PostgreSQL keeps pooled connections open; the test database can only be dropped
     once they are closed."""
     yield
@@ -46,6 +46,17 @@ def _close_the_pool_before_dropping_the_test_database(django_db_setup):
     for connection in connections.all():
         if hasattr(connection, "close_pool"):
             connection.close_pool()
+    connection = connections["default"]
+    if connection.vendor == "postgresql":
+        # Whatever else still holds the test database (a thread's connection, a worker
+        # still exiting) would keep it from being dropped, and leave it on the machine.
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
+        connection.close_pool()
 
 
 @pytest.fixture(autouse=True)
