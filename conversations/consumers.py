@@ -13,8 +13,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from redis.exceptions import RedisError
 
 from . import events, runs, selectors, services, viewers
+from .errors import ChatError
 from .models import Conversation
-from .services import ChatError
 from .viewers import Viewer
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from . import events, llm, services, sse
 from .api.errors import JsonAPI, field_path
 from .api.views import owned_conversation, start_reply
 from .apikeys import ApiAuth
+from .errors import ChatError
 from .models import Conversation, Message
-from .services import ChatError
 
 log = logging.getLogger(__name__)
 

@@ -17,22 +17,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import events, llm, runs
+from .errors import ChatError
 from .models import Conversation, Message
+from .text import check_text
 
 log = logging.getLogger(__name__)
 
 TITLE_CHARS = 60
 CLIENT_ID_CHARS = 100
-
-
-class ChatError(Exception):
-    """A refusal with a code clients can act on and a detail people can read."""
-
-    def __init__(self, code: str, detail: str, status: int = 400):
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
 
 
 @dataclass
@@ -64,7 +56,9 @@ def check_send(content: Any, client_id: Any = None) -> tuple[str, str | None]:
         raise ChatError(
             "invalid_field", f"`client_id` must be a string of 1 to {CLIENT_ID_CHARS} characters."
         )
-    return content, client_id
+    if client_id is not None:
+        check_text(client_id, "client_id")
+    return check_text(content, "content"), client_id
 
 
 async def _check_live(conversation: Conversation) -> None:
@@ -373,6 +367,10 @@ def conversation_create(
 ) -> Conversation:
     """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
     as an integration that sends a whole chat history brings them."""
+    check_text(title, "title")
+    check_text(system_prompt, "system_prompt")
+    for _, content in turns:
+        check_text(content, "messages")
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,
@@ -399,7 +397,7 @@ def conversation_create(
 
 async def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
     """Give a conversation the title a person chose; every open viewer hears of it."""
-    title = " ".join(str(title).split())
+    title = " ".join(check_text(str(title), "title").split())
     limit = Conversation._meta.get_field("title").max_length
     if not title:
         raise ChatError("empty_title", "A title cannot be empty.")

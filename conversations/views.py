@@ -20,8 +20,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from . import events, llm, selectors, services
+from .errors import ChatError
 from .models import Conversation
-from .services import ChatError
 
 HISTORY_LIMIT = 200
 

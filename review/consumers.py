@@ -8,8 +8,8 @@ never send, stop or regenerate as the user. Each connection is an audited readin
 from channels.db import database_sync_to_async
 
 from conversations.consumers import CLOSE_NOT_FOUND, ChatConsumer, Refused
+from conversations.errors import ChatError
 from conversations.models import Conversation
-from conversations.services import ChatError
 
 from . import selectors, services
 from .models import TranscriptView

@@ -10,8 +10,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from conversations.errors import ChatError
 from conversations.models import Conversation, Message
-from conversations.services import ChatError
 
 from .models import Feedback, TranscriptView
 

@@ -14,7 +14,7 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations import selectors as conversation_selectors
-from conversations.services import ChatError
+from conversations.errors import ChatError
 
 from . import selectors, services
 

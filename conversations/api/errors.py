@@ -15,7 +15,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from ..apikeys import CsrfFailed
-from ..services import ChatError
+from ..errors import ChatError
 
 log = logging.getLogger(__name__)
 

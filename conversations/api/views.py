@@ -18,8 +18,8 @@ from ninja import Query, Status
 
 from .. import events, selectors, services, sse
 from ..apikeys import ApiAuth
+from ..errors import ChatError
 from ..models import Conversation
-from ..services import ChatError
 from .errors import JsonAPI
 from .schemas import (
     CONVERSATIONS,
