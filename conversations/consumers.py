@@ -7,9 +7,12 @@ live events reach it through the conversation's group and leave through a Viewer
 import asyncio
 import json
 import logging
+import time
+import uuid
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from redis.exceptions import RedisError
 
 from . import events, runs, selectors, services, viewers
@@ -26,6 +29,16 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_LIVE_LOST = 4503
 
 
+class RateLimited(ChatError):
+    def __init__(self, retry_after: float):
+        super().__init__(
+            "rate_limited",
+            f"Too many snapshot or history requests; try again in {retry_after:g} s.",
+            429,
+        )
+        self.retry_after = retry_after
+
+
 class Refused(Exception):
     """A connection refused before any data, with the close code to send."""
 
@@ -34,10 +47,47 @@ class Refused(Exception):
         self.code = code
 
 
+class TokenBucket:
+    """``burst`` requests at once, then one more every ``interval_s`` seconds."""
+
+    def __init__(self, *, burst: int, interval_s: float):
+        self.burst = burst
+        self.interval_s = interval_s
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a request may go ahead (and takes its token), else the seconds to wait."""
+        now = time.monotonic()
+        if self.interval_s > 0:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) / self.interval_s)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return round((1 - self.tokens) * self.interval_s, 1)
+
+
+def message_id_field(request: dict, name: str = "message", *, required: bool) -> str | None:
+    """A field of a request that names a message: its id (a UUID), or absent when that
+    is allowed."""
+    value = request.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            pass
+    raise ChatError("invalid_field", f"`{name}` must be a message id.")
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation = None
     viewer: Viewer | None = None
     watchdog: asyncio.Task | None = None
+    # Snapshots and history pages cost a database read and a large frame each.
+    expensive: TokenBucket | None = None
 
     async def __call__(self, scope, receive, send):
         try:
@@ -75,6 +125,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             channel_name=self.channel_name,
             emit=self.send_json_text,
             resync=self.send_snapshot,
+        )
+        self.expensive = TokenBucket(
+            burst=settings.CHAT_RESYNC_BURST, interval_s=settings.CHAT_RESYNC_INTERVAL_S
         )
         await self.accept()
         try:
@@ -132,6 +185,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             events.REPLY_STOP: self.on_stop,
             events.REPLY_REGENERATE: self.on_regenerate,
             events.RESYNC: self.on_resync,
+            events.HISTORY_REQUEST: self.on_history,
         }.get(request.get("type"))
         client_id = request.get("client_id") if isinstance(request.get("client_id"), str) else None
         if handler is None:
@@ -143,6 +197,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             await handler(request)
+        except RateLimited as exc:
+            await self.send_event(
+                events.error(exc.code, exc.detail, client_id, retry_after=exc.retry_after)
+            )
         except ChatError as exc:
             await self.send_event(events.error(exc.code, exc.detail, client_id))
 
@@ -153,26 +211,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
             client_id=request.get("client_id"),
         )
         if not exchange.created:
-            # A retry of a send that already happened: answer with what it created.
+            # A retry of a send that already happened: answer with what it created, as
+            # far as this client does not hold it already.
             client_id = request["client_id"]
             await self.send_event(events.message_created(exchange.user_message, client_id))
-            if exchange.reply is not None:
-                await self.send_event(events.message_created(exchange.reply, client_id))
+            reply = exchange.reply
+            if reply is None or self.viewer.has_ended(str(reply.id)):
+                return
+            if reply.is_final:
+                final = events.dumps(events.message_final(reply))
+                await self.viewer.emit_final(final, str(reply.id))
+            else:
+                await self.send_event(events.reply_started(reply, client_id))
 
     async def on_stop(self, request: dict) -> None:
-        message_id = request.get("message")
-        if message_id is not None and not isinstance(message_id, str):
-            raise ChatError("invalid_field", "`message` must be a message id.")
+        message_id = message_id_field(request, required=False)
         await services.reply_stop(conversation=self.conversation, message_id=message_id)
 
     async def on_regenerate(self, request: dict) -> None:
-        message_id = request.get("message")
-        if not isinstance(message_id, str):
-            raise ChatError("invalid_field", "`message` must be the id of the reply to redo.")
+        message_id = message_id_field(request, required=True)
         await services.reply_regenerate(conversation=self.conversation, message_id=message_id)
 
+    def check_rate(self) -> None:
+        wait = self.expensive.take()
+        if wait:
+            raise RateLimited(wait)
+
     async def on_resync(self, request: dict) -> None:
+        self.check_rate()
         await self.send_snapshot()
+
+    async def on_history(self, request: dict) -> None:
+        before = message_id_field(request, "before", required=True)
+        self.check_rate()
+        page = await selectors.history(self.conversation.id, before)
+        if page is None:
+            raise ChatError("not_found", "No such message in this conversation.", 404)
+        await self.send_event(page)
 
     # --- server → client ----------------------------------------------------------------
 
@@ -209,3 +284,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def run_filled(self, reply: dict) -> None:
         await self.viewer.on_filled(reply)
+
+
+class NoSuchPath(AsyncWebsocketConsumer):
+    """Any other WebSocket path: refused at the handshake (HTTP 403), like a
+    conversation that does not exist, instead of an error in the router."""
+
+    async def connect(self) -> None:
+        await self.close(code=CLOSE_NOT_FOUND)

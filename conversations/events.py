@@ -12,6 +12,7 @@ from .models import Conversation, Message
 PROTOCOL_VERSION = 1
 
 SNAPSHOT = "snapshot"
+HISTORY = "history"
 MESSAGE_CREATED = "message.created"
 TOKEN = "token"
 MESSAGE_COMPLETED = "message.completed"
@@ -26,6 +27,8 @@ MESSAGE_SEND = "message.send"
 REPLY_STOP = "reply.stop"
 REPLY_REGENERATE = "reply.regenerate"
 RESYNC = "resync"
+# Client → server and server → client: a page of older messages.
+HISTORY_REQUEST = HISTORY
 
 FINAL_TYPES = {
     Message.Status.COMPLETED: MESSAGE_COMPLETED,
@@ -61,13 +64,21 @@ def message_out(message: Message) -> Event:
         out.update(
             model=message.model,
             usage=message.usage,
-            error=message.error,
+            error=public_error(message.error),
             reply_to=str(message.reply_to_id) if message.reply_to_id else None,
             time_to_first_token_ms=message.time_to_first_token_ms,
             duration_ms=message.duration_ms,
             completed_at=_iso(message.completed_at),
         )
     return out
+
+
+def public_error(error: dict | None) -> dict | None:
+    """A reply's error as users see it: its code and detail; what the model server said
+    (``upstream``) is for staff only."""
+    if not error:
+        return None
+    return {"code": error.get("code"), "detail": error.get("detail")}
 
 
 def conversation_out(conversation: Conversation) -> Event:
@@ -81,12 +92,25 @@ def conversation_out(conversation: Conversation) -> Event:
     }
 
 
-def snapshot(conversation: Conversation, messages: list[Message]) -> Event:
+def snapshot(conversation: Conversation, messages: list[Message], *, has_more: bool) -> Event:
+    """The conversation as it stands: its latest messages (oldest first); ``has_more``
+    when older ones exist, which a client asks for with ``history``."""
     return {
         "type": SNAPSHOT,
         "version": PROTOCOL_VERSION,
         "conversation": conversation_out(conversation),
         "messages": [message_out(m) for m in messages],
+        "has_more": has_more,
+    }
+
+
+def history(conversation_id: str, messages: list[Message], *, has_more: bool) -> Event:
+    """A page of messages older than the ones a client holds (oldest first)."""
+    return {
+        "type": HISTORY,
+        "conversation": conversation_id,
+        "messages": [message_out(m) for m in messages],
+        "has_more": has_more,
     }
 
 
@@ -95,6 +119,21 @@ def message_created(message: Message, client_id: str | None = None) -> Event:
         "type": MESSAGE_CREATED,
         "conversation": str(message.conversation_id),
         "message": message_out(message),
+    }
+    if client_id:
+        event["client_id"] = client_id
+    return event
+
+
+def reply_started(message: Message, client_id: str | None = None) -> Event:
+    """``message.created`` of a reply as it was when it started (empty, seq 0), for a
+    client that asks again: it holds at least this much already, or gets the rest as
+    tokens."""
+    started = {**message_out(message), "content": "", "seq": 0, "status": "streaming"}
+    event = {
+        "type": MESSAGE_CREATED,
+        "conversation": str(message.conversation_id),
+        "message": started,
     }
     if client_id:
         event["client_id"] = client_id
@@ -124,8 +163,12 @@ def conversation_updated(conversation: Conversation) -> Event:
     return {"type": CONVERSATION_UPDATED, "conversation": conversation_out(conversation)}
 
 
-def error(code: str, detail: str, client_id: str | None = None) -> Event:
+def error(
+    code: str, detail: str, client_id: str | None = None, *, retry_after: float | None = None
+) -> Event:
     event = {"type": ERROR, "code": code, "detail": detail}
     if client_id:
         event["client_id"] = client_id
+    if retry_after is not None:
+        event["retry_after"] = retry_after
     return event

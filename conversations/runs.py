@@ -27,6 +27,7 @@ from langchain_core.runnables import Runnable
 
 from . import events, llm
 from .models import Message
+from .text import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +58,38 @@ def local_run_for_conversation(conversation_id: Any) -> "Run | None":
     return _runs_by_conversation.get(str(conversation_id))
 
 
-def frame_message(event: events.Event, *, message_id: str | None = None, seq=None) -> dict:
-    """A channel-layer message carrying one event, encoded once for every viewer."""
+def frame_message(event: events.Event) -> dict:
+    """A channel-layer message carrying one event, encoded once for every viewer.
+
+    Beside the JSON it says what a viewer needs to route the event: the reply it
+    belongs to (``message``), its number in that reply's stream (``seq``: 0 for the
+    reply's start, None outside the numbered stream) and whether it ends the reply.
+    """
+    kind = event["type"]
+    message_id = seq = None
+    if kind == events.TOKEN:
+        message_id, seq = event["message"], event["seq"]
+    elif kind == events.MESSAGE_CREATED and event["message"]["status"] == "streaming":
+        message_id, seq = event["message"]["id"], 0
+    elif kind in events.FINAL_EVENT_TYPES:
+        message_id = event["message"]["id"]
     return {
         "type": "chat.frame",
         "json": events.dumps(event),
         "message": message_id,
         "seq": seq,
-        "final": event["type"] in events.FINAL_EVENT_TYPES,
+        "final": kind in events.FINAL_EVENT_TYPES,
     }
 
 
-async def publish(conversation_id: Any, event: events.Event, **routing: Any) -> bool:
+async def publish(conversation_id: Any, event: events.Event) -> bool:
     """Send an event to every viewer; False when the channel layer is unreachable.
 
     The layer is lossy by design: the database holds the durable copy, so a failed
     publish is logged, never raised into the run.
     """
     try:
-        await get_channel_layer().group_send(
-            group_name(conversation_id), frame_message(event, **routing)
-        )
+        await get_channel_layer().group_send(group_name(conversation_id), frame_message(event))
     except Exception:
         log.warning("could not publish %s for conversation %s", event["type"], conversation_id)
         return False
@@ -104,31 +116,58 @@ class ModelStalled(Exception):
         self.detail = detail
 
 
-def describe_failure(exc: BaseException, *, streaming: bool) -> tuple[str, str]:
-    """An error code and a detail a person can act on, for anything the model raised;
+# Upstream text kept for staff (the admin transcript, the log), never shown to users.
+UPSTREAM_CHARS = 2000
+
+
+def describe_failure(exc: BaseException, *, streaming: bool) -> dict:
+    """What the reply's ``error`` says of anything the model raised: a ``code``, a
+    ``detail`` a person can act on, and for staff only, ``upstream``: what the model
+    server or the network said (its error body may hold anything, HTML included).
     ``streaming`` tells whether the model had started sending text."""
     import openai  # a dependency of langchain-openai
 
+    def error(code: str, detail: str) -> dict:
+        upstream = None if isinstance(exc, ModelStalled) else f"{type(exc).__name__}: {exc}"
+        found = {"code": code, "detail": detail}
+        if upstream:
+            found["upstream"] = upstream[:UPSTREAM_CHARS]
+        return found
+
     if isinstance(exc, ModelStalled):
-        return exc.code, exc.detail
+        return error(exc.code, exc.detail)
     timed_out = isinstance(exc, TimeoutError | openai.APITimeoutError) or (
         type(exc).__name__ in {"ReadTimeout", "TimeoutException"}
     )
     if timed_out:
         if streaming:
-            return "chunk_timeout", "The model stopped sending text mid-reply."
-        return "model_timeout", "The model server did not answer in time."
+            return error("chunk_timeout", "The model stopped sending text mid-reply.")
+        return error("model_timeout", "The model server did not answer in time.")
     if isinstance(exc, openai.APIStatusError):
-        return "model_error", f"The model server answered HTTP {exc.status_code}: {exc.message}"
+        return error(
+            "model_error", f"The model server answered with an error (HTTP {exc.status_code})."
+        )
     broken = isinstance(exc, openai.APIConnectionError) or type(exc).__module__.startswith(
         ("httpx", "httpcore")
     )
     if broken and streaming:
         # The SDK reports a connection that breaks mid-stream as a connection error.
-        return "model_stream_broken", f"The model's stream broke off mid-reply: {exc}"
+        return error("model_stream_broken", "The model's stream broke off mid-reply.")
     if broken:
-        return "model_unreachable", f"Could not reach the model server: {exc}"
-    return "model_error", f"{type(exc).__name__}: {exc}"
+        return error("model_unreachable", "Could not reach the model server.")
+    return error("model_error", "The model failed to answer.")
+
+
+def lease_window() -> float:
+    """How long after a successful flush a run may go on publishing without another.
+
+    The sweeper of any worker ends a streaming reply whose heartbeat is older than
+    ``CHAT_RUN_LEASE_S``; a run stops publishing well before that (a fifth of the lease,
+    at least a second, early: room for clocks of different hosts), so nothing it
+    publishes can follow the final event the sweeper sends.
+    """
+    lease = settings.CHAT_RUN_LEASE_S
+    return lease - max(1.0, lease * 0.2)
 
 
 class Run:
@@ -144,14 +183,19 @@ class Run:
         self.waiting: list[str] = []
         self.usage: dict | None = None
         self.stopped = False
+        self.lost = False  # another worker ended the reply: say and save nothing more
         self.failure: ModelStalled | None = None
         self.started = time.monotonic()
+        # The reply's row was written a moment ago: its heartbeat is that fresh.
+        self.lease_until = self.started + lease_window()
         self.first_token_at: float | None = None
         self.last_chunk_at = self.started
         self.flushed_seq = 0
+        self.last_write = self.started
         self.layer_down = False  # logged once per run, not once per frame
         self.message: Message | None = None  # the final saved message
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._reader: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
 
@@ -181,11 +225,18 @@ class Run:
             self.failure = ModelStalled(code, detail)
             self._reader.cancel()
 
+    def _lose(self) -> None:
+        """Someone else ended this reply (a sweeper judged its heartbeat stale)."""
+        if not self.lost:
+            log.warning("reply %s was ended elsewhere; stopping its run", self.message_id)
+        self.lost = True
+        self.stopped = True
+        if self._reader is not None:
+            self._reader.cancel()
+
     # --- the flow ---------------------------------------------------------------------
 
     async def main(self) -> None:
-        _runs[self.message_id] = self
-        _runs_by_conversation[self.conversation_id] = self
         self._reader = asyncio.create_task(self.read_model())
         flusher = asyncio.create_task(self.flush_periodically())
         await self.join_control_group()
@@ -226,7 +277,9 @@ class Run:
                 if text:
                     if self.first_token_at is None:
                         self.first_token_at = self.last_chunk_at
-                    self.waiting.append(text)
+                    # Model output is untrusted: what no database stores or no encoder
+                    # sends (NUL, unpaired surrogates) is replaced here, once.
+                    self.waiting.append(sanitize(text))
                     self._wake.set()
         finally:
             # Closes the model's HTTP stream at once, on stop as on failure.
@@ -236,7 +289,7 @@ class Run:
 
     async def publish_frames(self) -> None:
         """Coalesce waiting text into frames: the first at once, then at most one per
-        frame interval while text keeps coming."""
+        frame interval while text keeps coming, and only while the run holds its lease."""
         interval = settings.CHAT_FRAME_INTERVAL_MS / 1000
         reader = self._reader
         while True:
@@ -244,23 +297,43 @@ class Run:
             self._wake.clear()
             if reader.done():
                 break
-            if self.waiting:
-                await self.publish_frame()
-                if interval:
-                    await asyncio.sleep(interval)
-        if not self.stopped and self.waiting:
-            # What the model sent before it ended or failed still reaches viewers; on
-            # stop, text no viewer has seen is dropped, so the saved text is what they saw.
+            if not self.waiting:
+                continue
+            if not await self.holds_lease():
+                if self.lost:
+                    return
+                # The database did not answer: keep the text, try again shortly.
+                await asyncio.sleep(interval or 0.05)
+                self._wake.set()
+                continue
             await self.publish_frame()
+            if interval:
+                await asyncio.sleep(interval)
+        if self.stopped or not self.waiting:
+            # On stop, text no viewer has seen is dropped: the saved text is what they saw.
+            return
+        # What the model sent before it ended or failed is part of the reply. Viewers get
+        # it as a frame while the run holds its lease; otherwise only in the final event.
+        publish = await self.holds_lease()
+        if not self.lost:
+            await self.publish_frame(send=publish)
 
-    async def publish_frame(self) -> None:
+    async def holds_lease(self) -> bool:
+        """Whether this run may still publish: its heartbeat is fresh, or a flush now
+        renews it. A run that lost its reply learns it here and stops."""
+        if time.monotonic() < self.lease_until:
+            return True
+        return await self.flush() is True
+
+    async def publish_frame(self, *, send: bool = True) -> None:
         text = "".join(self.waiting)
         self.waiting.clear()
         seq = len(self.frames) + 1
-        event = events.token(self.conversation_id, self.message_id, seq, text)
-        message = frame_message(event, message_id=self.message_id, seq=seq)
+        message = frame_message(events.token(self.conversation_id, self.message_id, seq, text))
         self.frames.append(message["json"])
         self.parts.append(text)
+        if not send:
+            return
         try:
             await self.layer.group_send(group_name(self.conversation_id), message)
         except Exception:
@@ -272,9 +345,10 @@ class Run:
             self.layer_down = False
 
     async def flush_periodically(self) -> None:
+        """Flush the text every flush interval (and the heartbeat at least every third
+        of the lease); also the watchdog of the reply and chunk timeouts."""
         interval = settings.CHAT_FLUSH_INTERVAL_MS / 1000
         heartbeat_every = max(interval, settings.CHAT_RUN_LEASE_S / 3)
-        last_write = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -282,33 +356,45 @@ class Run:
                 self._fail("reply_timeout", "The reply took longer than the time allowed.")
             elif now - self.last_chunk_at > settings.CHAT_CHUNK_TIMEOUT_S:
                 self._fail("chunk_timeout", "The model stopped sending text mid-reply.")
-            if self.seq != self.flushed_seq or now - last_write >= heartbeat_every:
-                seq, text = self.seq, self.text()
-                if not await self.flush(seq=seq, content=text):
-                    # Someone else ended this reply (the sweeper judged it dead): stop.
-                    log.warning("reply %s was ended elsewhere; stopping its run", self.message_id)
-                    self.stopped = True
-                    self._reader.cancel()
+            if self.seq != self.flushed_seq or now - self.last_write >= heartbeat_every:
+                if await self.flush() is False:
                     return
-                self.flushed_seq = seq
-                last_write = now
 
-    async def flush(self, *, seq: int, content: str) -> bool:
-        """Save the text so far; False if the reply is no longer streaming."""
-        return await _flushes().write(self.message_id, seq=seq, content=content)
+    async def flush(self) -> bool | None:
+        """Save the text so far and renew the lease: True when saved, False when the
+        reply is no longer streaming (the run stops), None when the database failed."""
+        async with self._flushing:
+            seq, text = self.seq, self.text()
+            submitted = time.monotonic()
+            try:
+                saved = await _flushes().write(self.message_id, seq=seq, content=text)
+            except Exception:
+                log.warning("could not flush reply %s; retrying", self.message_id, exc_info=True)
+                return None
+            if not saved:
+                self._lose()
+                return False
+            # The heartbeat was written no earlier than the flush was asked for.
+            self.lease_until = max(self.lease_until, submitted + lease_window())
+            self.flushed_seq = max(self.flushed_seq, seq)
+            self.last_write = submitted
+            return True
 
     async def finish(self) -> None:
+        if self.lost:
+            return  # its ender saved the reply and told the viewers
         reader = self._reader
         error = None
         if self.stopped:
             status = Message.Status.CANCELLED
         elif self.failure is not None or (not reader.cancelled() and reader.exception()):
             status = Message.Status.FAILED
-            code, detail = describe_failure(
+            error = describe_failure(
                 self.failure or reader.exception(), streaming=self.first_token_at is not None
             )
-            error = {"code": code, "detail": detail}
-            log.info("reply %s failed: %s %s", self.message_id, code, detail)
+            log.info(
+                "reply %s failed: %s %s", self.message_id, error["code"], error.get("upstream")
+            )
         else:
             status = Message.Status.COMPLETED
         now = time.monotonic()
@@ -323,22 +409,42 @@ class Run:
         if self.message is not None:
             await publish(self.conversation_id, events.message_final(self.message))
 
-    @database_sync_to_async
-    def save_final(self, *, status: str, **fields: Any) -> Message | None:
-        updated = Message.objects.filter(
-            pk=self.message_id, status=Message.Status.STREAMING
-        ).update(
-            status=status,
-            content=self.text(),
-            seq=self.seq,
-            usage=self.usage,
-            completed_at=timezone.now(),
-            updated_at=timezone.now(),
-            **fields,
-        )
-        if not updated:
-            return None  # already ended elsewhere; its ender told the viewers
-        return Message.objects.get(pk=self.message_id)
+    async def save_final(self, *, status: str, **fields: Any) -> Message | None:
+        """The final save, retried while the database is unreachable: the reply's text
+        exists only here until it lands."""
+        for attempt in range(FINAL_SAVE_ATTEMPTS):
+            try:
+                return await _save_final(self, status=status, **fields)
+            except Exception:
+                log.warning(
+                    "could not save reply %s (attempt %d)",
+                    self.message_id,
+                    attempt + 1,
+                    exc_info=True,
+                )
+                await asyncio.sleep(min(2**attempt * 0.1, 5))
+        log.error("gave up saving reply %s; the sweeper will end it", self.message_id)
+        return None
+
+
+# Up to about a minute of retries.
+FINAL_SAVE_ATTEMPTS = 16
+
+
+@database_sync_to_async
+def _save_final(run: Run, *, status: str, **fields: Any) -> Message | None:
+    updated = Message.objects.filter(pk=run.message_id, status=Message.Status.STREAMING).update(
+        status=status,
+        content=run.text(),
+        seq=run.seq,
+        usage=run.usage,
+        completed_at=timezone.now(),
+        updated_at=timezone.now(),
+        **fields,
+    )
+    if not updated:
+        return None  # already ended elsewhere; its ender told the viewers
+    return Message.objects.get(pk=run.message_id)
 
 
 # --- flushes ------------------------------------------------------------------------------

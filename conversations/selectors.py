@@ -4,7 +4,9 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Length
 
 from . import events, runs
 from .models import Conversation, Message
@@ -28,29 +30,77 @@ def conversation_for(user, conversation_id: Any) -> Conversation | None:
 aconversation_for = database_sync_to_async(conversation_for)
 
 
+def latest_messages(conversation_id, *, before: Message | None = None) -> tuple[list, bool]:
+    """A page of a conversation's messages, the newest first chosen, returned oldest
+    first: at most ``CHAT_PAGE_MESSAGES`` of them and, beyond the first two (the latest
+    exchange, whatever its size), no more than ``CHAT_PAGE_CHARS`` characters of text.
+    Returns (messages, whether older ones exist)."""
+    newest_first = Message.objects.filter(conversation_id=conversation_id).order_by(
+        "-created_at", "-pk"
+    )
+    if before is not None:
+        newest_first = newest_first.filter(created_at__lt=before.created_at)
+    limit = settings.CHAT_PAGE_MESSAGES
+    sizes = list(
+        newest_first.annotate(size=Length("content")).values_list("pk", "size")[: limit + 1]
+    )
+    chosen, total = [], 0
+    for pk, size in sizes[:limit]:
+        total += size or 0
+        if len(chosen) >= 2 and total > settings.CHAT_PAGE_CHARS:
+            break
+        chosen.append(pk)
+    messages = list(Message.objects.filter(pk__in=chosen).order_by("created_at", "pk"))
+    return messages, len(sizes) > len(chosen)
+
+
 @database_sync_to_async
-def _conversation_and_messages(conversation_id) -> tuple[Conversation, list[Message]] | None:
+def _conversation_and_messages(conversation_id, *, page: bool):
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         return None
-    return conversation, list(conversation.messages.all())
+    if not page:
+        return conversation, list(conversation.messages.all()), False
+    return conversation, *latest_messages(conversation_id)
 
 
-async def snapshot(conversation_id) -> events.Event | None:
-    """The conversation as it stands, for a viewer that joins or resyncs.
-
-    A reply streaming in this process is shown from its run, exactly as far as its
+def _as_published(messages: list[Message]) -> None:
+    """A reply streaming in this process is shown from its run, exactly as far as its
     frames have been published; one streaming elsewhere is shown as last flushed, and
-    the viewer fills the difference (see viewers.py).
-    """
-    found = await _conversation_and_messages(conversation_id)
-    if found is None:
-        return None
-    conversation, messages = found
+    the viewer fills the difference (see viewers.py)."""
     for message in messages:
         if message.status == Message.Status.STREAMING and (run := runs.local_run(message.id)):
             message.content, message.seq = run.text(), run.seq
-    return events.snapshot(conversation, messages)
+
+
+async def snapshot(conversation_id, *, page: bool = True) -> events.Event | None:
+    """The conversation as it stands, for a viewer that joins or resyncs: its latest
+    messages (a page of them; ``page=False``: all)."""
+    found = await _conversation_and_messages(conversation_id, page=page)
+    if found is None:
+        return None
+    conversation, messages, has_more = found
+    _as_published(messages)
+    return events.snapshot(conversation, messages, has_more=has_more)
+
+
+@database_sync_to_async
+def _older(conversation_id, before_id) -> tuple[list, bool] | None:
+    before = Message.objects.filter(conversation_id=conversation_id, pk=before_id).first()
+    if before is None:
+        return None
+    return latest_messages(conversation_id, before=before)
+
+
+async def history(conversation_id, before_id: uuid.UUID) -> events.Event | None:
+    """The page of messages before one a client holds; None if that message is not one
+    of the conversation's."""
+    found = await _older(conversation_id, before_id)
+    if found is None:
+        return None
+    messages, has_more = found
+    _as_published(messages)
+    return events.history(str(conversation_id), messages, has_more=has_more)
 
 
 def conversations_matching(user, query: str) -> QuerySet[Conversation]:

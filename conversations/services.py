@@ -229,12 +229,7 @@ async def _announce_and_run(
     reply = created.exchange.reply
     for message in created.swept:
         await runs.publish(conversation.id, events.message_final(message))
-    await runs.publish(
-        conversation.id,
-        events.message_created(reply, client_id),
-        message_id=str(reply.id),
-        seq=0,  # tells viewers a reply starts streaming
-    )
+    await runs.publish(conversation.id, events.message_created(reply, client_id))
     if created.titled:
         await runs.publish(conversation.id, events.conversation_updated(conversation))
     inputs = llm.chain_inputs(

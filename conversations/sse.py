@@ -68,14 +68,23 @@ def encode(text: str, event: events.Event) -> str:
     return frame(text, event=event["type"], id=event_id(event))
 
 
+# A seq has at most this many digits; a longer one is not an id this server sent.
+SEQ_DIGITS = 9
+
+
 def parse_last_event_id(value: str | None) -> tuple[str, int | None] | None:
-    """``<message>:<seq>`` → (message, seq); ``<message>:final`` → (message, None)."""
+    """``<message>:<seq>`` → (message, seq); ``<message>:final`` → (message, None); None
+    for anything else, which the stream treats as no Last-Event-ID (a fresh snapshot)."""
     message_id, _, mark = (value or "").strip().rpartition(":")
-    if not message_id:
+    try:
+        message_id = str(uuid.UUID(message_id))
+    except ValueError:
         return None
     if mark == FINAL_MARK:
         return message_id, None
-    return (message_id, int(mark)) if mark.isdigit() else None
+    if mark.isascii() and mark.isdigit() and len(mark) <= SEQ_DIGITS:
+        return message_id, int(mark)
+    return None
 
 
 def wants_event_stream(request) -> bool:
@@ -177,6 +186,10 @@ class _Stream:
     def send(self, event: events.Event) -> None:
         self.queue.append(events.dumps(event))
 
+    async def send_final(self, reply: Message) -> None:
+        """A reply's final event as the database holds it; once, like every final."""
+        await self.viewer.emit_final(events.dumps(events.message_final(reply)), str(reply.id))
+
     async def resync(self) -> None:
         snapshot = await selectors.snapshot(self.conversation_id)
         if snapshot is None:
@@ -259,7 +272,7 @@ async def follow_reply(subscription: Subscription, exchange: Exchange) -> AsyncI
         stream.send(events.message_created(exchange.user_message, client_id))
         reply = await _saved(reply_id)
         if reply is None or reply.is_final:
-            _send_end(stream, reply)
+            await _send_end(stream, reply)
         else:
             placeholder = copy.copy(reply)
             placeholder.content, placeholder.seq = "", 0  # the reply as it was created
@@ -283,7 +296,7 @@ async def follow_reply(subscription: Subscription, exchange: Exchange) -> AsyncI
             await asyncio.sleep(1)
             reply = await _saved(reply_id)
             if reply is None or reply.is_final:
-                _send_end(stream, reply)
+                await _send_end(stream, reply)
             elif time.monotonic() - stream.written_at >= HEARTBEAT_S:
                 stream.written_at = time.monotonic()
                 yield Item()
@@ -298,12 +311,12 @@ async def follow_reply(subscription: Subscription, exchange: Exchange) -> AsyncI
             yield ping
 
 
-def _send_end(stream: _Stream, reply: Message | None) -> None:
+async def _send_end(stream: _Stream, reply: Message | None) -> None:
     if reply is None:
         stream.send(events.error("not_found", "This conversation was deleted."))
         stream.ended = True
     else:
-        stream.send(events.message_final(reply))
+        await stream.send_final(reply)
 
 
 def _concerns(event: events.Event, ours: set[str]) -> bool:
@@ -374,7 +387,9 @@ async def _resume(stream: _Stream, resume: tuple[str, int | None] | None) -> boo
     reply, newer = found
     if reply.is_final:
         if seq is not None:  # the client has not had the final event
-            stream.send(events.message_final(reply))
+            await stream.send_final(reply)
+        else:
+            stream.viewer.ended.add(message_id)  # it has: nothing more of this reply
         if newer:
             await stream.resync()
         return True

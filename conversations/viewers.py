@@ -49,25 +49,52 @@ class Viewer:
         self.emit = emit  # sends one event's JSON to the client
         self.resync = resync  # sends the client a fresh snapshot (and calls reset)
         self.held: dict[str, int] = {}  # streaming reply id → last seq the client holds
+        # Replies whose final state the client has: nothing more of them is sent, however
+        # late a frame of theirs arrives (from another worker, after a sweep, twice).
+        self.ended: set[str] = set()
         self.gaps: dict[str, _Gap] = {}
         self.last_frame_at = time.monotonic()
 
     def reset(self, snapshot: events.Event) -> None:
-        """The client now holds this snapshot."""
-        self.held = {m["id"]: m["seq"] for m in snapshot["messages"] if m["status"] == "streaming"}
+        """The client now holds this snapshot. A streaming reply it shows older than the
+        client holds it (read from the database, up to a flush behind the frames sent)
+        does not take text back: the client ignores that copy, and the viewer goes on
+        from what the client holds."""
+        before, self.held = self.held, {}
+        for message in snapshot["messages"]:
+            if message["status"] == "streaming":
+                if message["id"] not in self.ended:
+                    self.held[message["id"]] = max(message["seq"], before.get(message["id"], 0))
+            elif message["role"] == "assistant":
+                self.ended.add(message["id"])
         self.gaps.clear()
 
     def resume(self, message_id: str, seq: int) -> None:
         """The client already holds a reply up to ``seq`` (SSE's Last-Event-ID)."""
         self.held[message_id] = seq
 
+    def has_ended(self, message_id: str) -> bool:
+        return message_id in self.ended
+
+    async def emit_final(self, text: str, message_id: str) -> None:
+        """Send a reply's final event, once: later copies (the run's own after one read
+        from the database, a stall check's after the run's) are dropped."""
+        if message_id in self.ended:
+            return
+        self.ended.add(message_id)
+        self.held.pop(message_id, None)
+        self.gaps.pop(message_id, None)
+        await self.emit(text)
+
     async def on_frame(self, frame: dict) -> None:
         self.last_frame_at = time.monotonic()
         message_id, seq = frame["message"], frame["seq"]
+        if frame["final"]:
+            await self.emit_final(frame["json"], message_id)
+            return
+        if message_id in self.ended:
+            return  # a late frame of a reply the client holds whole
         if seq is None:
-            if frame["final"]:
-                self.held.pop(message_id, None)
-                self.gaps.pop(message_id, None)
             await self.emit(frame["json"])
             return
         if seq == 0:  # a reply starts
@@ -135,7 +162,7 @@ class Viewer:
         message_id = reply["message"]
         gap = self.gaps.pop(message_id, None)
         have = self.held.get(message_id)
-        if have is None:
+        if have is None or message_id in self.ended:
             return  # the reply ended meanwhile; its final event carried the whole text
         for seq, text in enumerate(reply["frames"], start=reply["after"] + 1):
             if seq == have + 1:
@@ -153,15 +180,14 @@ class Viewer:
             return
         self.last_frame_at = time.monotonic()
         for message in await _ended(list(self.held)):
-            if self.held.pop(str(message.id), None) is not None:
+            if str(message.id) in self.held:
                 log.warning("reply %s ended without its final event reaching a viewer", message.id)
-                self.gaps.pop(str(message.id), None)
-                await self.emit(events.dumps(events.message_final(message)))
+                await self.emit_final(events.dumps(events.message_final(message)), str(message.id))
 
     async def _resync_and_replay(self, frames: list[dict]) -> None:
         await self.resync()
         for frame in frames:
-            if frame["message"] in self.held:
+            if frame["message"] in self.held or frame["final"]:
                 await self.on_frame(frame)
 
 

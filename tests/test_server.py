@@ -56,7 +56,7 @@ async def test_an_oversized_frame_is_refused_by_daphne_not_the_app(
         max_size=None,
     ) as ws:
         await ws.recv()
-        huge = "x" * (settings.CHAT_MAX_MESSAGE_CHARS * 6 + 10_000)
+        huge = "x" * (settings.CHAT_MAX_MESSAGE_CHARS * 12 + 10_000)
         await ws.send(json.dumps({"type": "message.send", "content": huge}))
         with pytest.raises(websockets.ConnectionClosed) as closed:
             async with asyncio.timeout(10):

@@ -337,10 +337,13 @@ def test_frames_escape_what_some_line_readers_take_for_line_breaks():
 
 
 def test_last_event_ids_are_parsed_strictly():
-    assert sse.parse_last_event_id("abc:12") == ("abc", 12)
-    assert sse.parse_last_event_id("abc:final") == ("abc", None)
-    for bad in (None, "", "abc", ":3", "abc:-1", "abc:x"):
+    reply = str(uuid.uuid4())
+    assert sse.parse_last_event_id(f"{reply}:12") == (reply, 12)
+    assert sse.parse_last_event_id(f"{reply}:final") == (reply, None)
+    for bad in (None, "", "abc:12", reply, ":3", f"{reply}:-1", f"{reply}:x", f"{reply}:١٢"):
         assert sse.parse_last_event_id(bad) is None
+    # A seq no server sends (Python refuses to parse an int of over 4,300 digits).
+    assert sse.parse_last_event_id(f"{reply}:{'9' * 5000}") is None
 
 
 async def test_an_idle_stream_sends_a_ping(monkeypatch, user, conversation):

@@ -155,7 +155,7 @@ async def create_conversation(request, body: ConversationIn):
 async def read_conversation(request, conversation_id: ConversationId):
     """A reply that is streaming shows the text saved so far (at most 250 ms old)."""
     conversation = await owned_conversation(request, conversation_id)
-    snapshot = await selectors.snapshot(conversation.id)
+    snapshot = await selectors.snapshot(conversation.id, page=False)
     if snapshot is None:
         raise ChatError("not_found", "No such conversation.", 404)
     return {**snapshot["conversation"], "messages": snapshot["messages"]}

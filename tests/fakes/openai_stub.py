@@ -8,7 +8,9 @@ What it answers is steered by words in the last user message, so a test says wha
 needs in the message it sends::
 
     tokens=500       answer with 500 tokens "t1 t2 …" (default: echo the message)
+    chars=250000     answer with 250,000 characters, in chunks of 1,000
     script=tricky    chunks with newlines, quotes, "data:" lines, emoji and CJK
+    script=hostile   chunks holding NUL and unpaired surrogates (JSON escapes)
     gap_ms=20        pause between chunks (default: --gap-ms)
     ttft_ms=100      pause before the first chunk (default: --ttft-ms)
     drop_after=5     close the connection mid-stream after 5 chunks
@@ -36,7 +38,11 @@ TRICKY_CHUNKS = [
     "\nend.",
 ]
 
-_DIRECTIVE = re.compile(r"\b(tokens|gap_ms|ttft_ms|drop_after|stall_after|status|script)=(\w+)")
+HOSTILE_CHUNKS = ["before ", "nul\x00here ", "lone\ud800surrogate ", "pair\ud83d\ude00ok ", "after"]
+
+_DIRECTIVE = re.compile(
+    r"\b(tokens|chars|gap_ms|ttft_ms|drop_after|stall_after|status|script)=(\w+)"
+)
 
 
 class Stub:
@@ -57,6 +63,12 @@ class Stub:
         opts = dict(_DIRECTIVE.findall(content))
         if opts.get("script") == "tricky":
             chunks = list(TRICKY_CHUNKS)
+        elif opts.get("script") == "hostile":
+            chunks = list(HOSTILE_CHUNKS)
+        elif "chars" in opts:
+            size = int(opts["chars"])
+            text = "".join(f"{i % 10}" if i % 80 else "\n" for i in range(size))
+            chunks = [text[i : i + 1000] for i in range(0, size, 1000)]
         elif "tokens" in opts:
             chunks = [f"t{i} " for i in range(1, int(opts["tokens"]) + 1)]
         else:
@@ -70,6 +82,8 @@ class Stub:
             "drop_after": int(opts["drop_after"]) if "drop_after" in opts else None,
             "stall_after": int(opts["stall_after"]) if "stall_after" in opts else None,
             "status": int(opts["status"]) if "status" in opts else None,
+            # Unpaired surrogates travel only as JSON escapes.
+            "ascii": opts.get("script") == "hostile",
             "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
         }
 
@@ -179,7 +193,8 @@ class Stub:
         created = int(time.time())
 
         def event(payload: dict) -> bytes:
-            data = b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+            text = json.dumps(payload, ensure_ascii=plan["ascii"])
+            data = b"data: " + text.encode() + b"\n\n"
             return b"%x\r\n%s\r\n" % (len(data), data)
 
         def chunk(delta: dict, finish=None) -> bytes:

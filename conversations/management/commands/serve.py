@@ -2,9 +2,10 @@
 
 import gc
 
-from daphne.cli import CommandLineInterface
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from chatsite.server import ChatCommandLineInterface
 
 
 class Command(BaseCommand):
@@ -20,10 +21,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, proxy_headers: bool, **options):
-        # A message frame may carry CHAT_MAX_MESSAGE_CHARS characters, each up to 6
-        # bytes once JSON-escaped, plus the envelope; anything larger is refused by
-        # daphne before it reaches a consumer.
-        max_message = settings.CHAT_MAX_MESSAGE_CHARS * 6 + 4096
+        # What a client may send in one WebSocket message: CHAT_MAX_MESSAGE_CHARS
+        # characters, each up to 12 bytes once JSON-escaped (an emoji is two \uXXXX
+        # escapes), plus the envelope. Anything larger is refused by daphne (close code
+        # 1009) before it reaches a consumer. What the server sends has no such limit
+        # (chatsite/server.py).
+        max_message = settings.CHAT_MAX_MESSAGE_CHARS * 12 + 4096
         argv = [
             "-b",
             host,
@@ -50,4 +53,4 @@ class Command(BaseCommand):
         import chatsite.asgi  # noqa: F401 - loaded before the freeze
 
         gc.freeze()
-        CommandLineInterface().run(argv)
+        ChatCommandLineInterface().run(argv)

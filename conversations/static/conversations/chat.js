@@ -81,12 +81,20 @@
     textarea.style.height = `${textarea.scrollHeight + 2}px`;
   }
 
+  // The limit counts characters (Unicode code points) as the server does, not the
+  // UTF-16 units of String.length: an emoji is one character, not two.
+  function charLength(text) {
+    let length = 0;
+    for (const _ of text) length += 1;
+    return length;
+  }
+
   function tooLong() {
-    return textarea.value.length > maxChars;
+    return charLength(textarea.value) > maxChars;
   }
 
   function updateCount() {
-    const length = textarea.value.length;
+    const length = charLength(textarea.value);
     charCount.hidden = length < maxChars * 0.9;
     charCount.textContent = `${length.toLocaleString()} / ${maxChars.toLocaleString()}`;
     charCount.classList.toggle("over", length > maxChars);
@@ -128,7 +136,7 @@
     }
     if (tooLong()) {
       event.preventDefault();
-      showNotice(`The message has ${content.length} characters; the limit is ${maxChars}.`);
+      showNotice(`The message has ${charLength(content)} characters; the limit is ${maxChars}.`);
       return;
     }
     if (live) {
@@ -169,6 +177,15 @@
     let stopRequested = null;
     let firstSnapshot = true;
     let firstRender = true;
+    let hasEarlier = false; // older messages exist than the page holds (paged snapshots)
+    let loadingEarlier = false;
+    const earlierButton = document.createElement("button");
+    earlierButton.type = "button";
+    earlierButton.className = "load-earlier";
+    earlierButton.dataset.action = "load-earlier";
+    earlierButton.textContent = "Load earlier messages";
+    earlierButton.hidden = true;
+    pane.prepend(earlierButton);
 
     // --- messages ----------------------------------------------------------------------
 
@@ -326,18 +343,16 @@
 
     // --- events from the server ---------------------------------------------------------
 
+    // A snapshot holds the latest messages (a page of them); older ones the page
+    // already shows (loaded with "Load earlier messages") stay above them.
     function applySnapshot(event) {
       resyncing = false;
       setConnection("live");
-      const ids = new Set(event.messages.map((data) => data.id));
-      for (const [id, m] of messages) {
-        if (!ids.has(id)) {
-          m.el.remove();
-          messages.delete(id);
-        }
-      }
       for (const data of event.messages) upsert(data);
       for (const data of event.messages) pane.append(messages.get(data.id).el);
+      if (!event.messages.length || messages.size === event.messages.length) {
+        setEarlier(Boolean(event.has_more));
+      }
       structureChanged = true;
       schedule(null);
       setPageTitle(event.conversation.title);
@@ -350,6 +365,45 @@
         }
       }
       firstSnapshot = false;
+    }
+
+    function setEarlier(more) {
+      hasEarlier = more;
+      earlierButton.hidden = !more;
+      earlierButton.disabled = false;
+      loadingEarlier = false;
+    }
+
+    function oldestShown() {
+      for (const el of pane.querySelectorAll(":scope > [data-message-id]")) {
+        if (messages.has(el.dataset.messageId)) return el.dataset.messageId;
+      }
+      return null;
+    }
+
+    function loadEarlier() {
+      const before = oldestShown();
+      if (!hasEarlier || loadingEarlier || !before || !isOpen()) return;
+      loadingEarlier = true;
+      earlierButton.disabled = true;
+      sendFrame({ type: "history", before });
+    }
+
+    // A page of older messages goes above the ones shown, keeping what is in view still.
+    function applyHistory(event) {
+      const anchor = pane.querySelector(":scope > [data-message-id]");
+      const fromBottom = pane.scrollHeight - pane.scrollTop;
+      const fresh = event.messages.filter((data) => !messages.has(data.id));
+      for (const data of fresh) {
+        const m = createMessage(data);
+        if (anchor) anchor.before(m.el);
+        render(m);
+        announce(m);
+      }
+      structureChanged = true;
+      setEarlier(Boolean(event.has_more));
+      flush();
+      pane.scrollTop = pane.scrollHeight - fromBottom;
     }
 
     function requestResync() {
@@ -387,6 +441,15 @@
         pending.delete(event.client_id);
       }
       if (event.code === "not_streaming") stopRequested = null;
+      if (loadingEarlier) {
+        earlierButton.disabled = false;
+        loadingEarlier = false;
+      }
+      if (event.code === "rate_limited" && resyncing) {
+        resyncing = false;
+        setTimeout(requestResync, (event.retry_after || 1) * 1000);
+        return;
+      }
       showNotice(event.detail || event.code);
       structureChanged = true; // e.g. a refused regenerate: show its button again
       schedule(null);
@@ -394,6 +457,7 @@
 
     const handlers = {
       snapshot: applySnapshot,
+      history: applyHistory,
       token: applyToken,
       "message.created": applyCreated,
       "message.completed": (event) => upsert(event.message),
@@ -503,6 +567,11 @@
     }
 
     stopButton.addEventListener("click", stop);
+    earlierButton.addEventListener("click", loadEarlier);
+    // Scrolled up to the oldest message shown: the next page comes by itself.
+    pane.addEventListener("scroll", () => {
+      if (pane.scrollTop < 80 && !firstRender) loadEarlier();
+    }, { passive: true });
     pane.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       const article = button && button.closest("[data-message-id]");

@@ -1,0 +1,247 @@
+"""Each event once: the final event of a reply is sent to a viewer exactly once and
+nothing of the reply follows it, however the final reaches the viewer (from the run,
+from the sweeper, from the database on a stall check or a resume) — and a run whose
+lease expired can no longer publish or save.
+
+The randomized campaigns of tests/test_durability.py look for the same faults by
+chance; these tests provoke each one on purpose."""
+
+import asyncio
+import json
+import os
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+from django.utils import timezone
+
+from conversations import events, runs, services, viewers
+from conversations.models import Message
+
+from .api_support import bearer, new_key, stub_env
+from .conftest import FINAL_TYPES, connect, receive, receive_until_final, session_cookie
+from .protocol_client import WsViewer
+from .servers import start_daphne
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def events_within(ws, seconds: float) -> list[dict]:
+    """The events a WebSocket receives within ``seconds`` (the consumer goes on)."""
+    received = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if await ws.receive_nothing(timeout=left):
+            break
+        received.append(await receive(ws))
+    return received
+
+
+async def test_a_viewer_that_stays_connected_gets_the_final_event_once(
+    monkeypatch, user, conversation
+):
+    monkeypatch.setattr(viewers, "STALL_CHECK_S", 0.2)
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    await ws.send_json_to({"type": "message.send", "content": "Once, please"})
+    received = await receive_until_final(ws)
+    # Several stall checks later, nothing more: the final was not sent again.
+    later = await events_within(ws, 1.0)
+    assert received[-1]["type"] == "message.completed"
+    assert later == []
+    await ws.disconnect()
+
+
+async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user, conversation):
+    monkeypatch.setattr(viewers, "STALL_CHECK_S", 0.2)
+    orphan = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="kept so far",
+        seq=3,
+    )
+    stale = timezone.now() - timedelta(hours=1)
+    await Message.objects.filter(pk=orphan.pk).aupdate(updated_at=stale)
+    ws = await connect(user, conversation.id)
+    snapshot = await receive(ws)
+    assert snapshot["messages"][0]["status"] == "streaming"
+    await services.sweep_replies()
+    received = await events_within(ws, 1.0)
+    assert [e["type"] for e in received] == ["message.interrupted"]
+    assert received[0]["message"]["content"] == "kept so far"
+    await ws.disconnect()
+
+
+class EventStream:
+    """An in-process SSE response, read for a while at a time without cancelling it (a
+    cancelled read would close the stream)."""
+
+    def __init__(self, response) -> None:
+        self.chunks = aiter(response.streaming_content)
+        self.reading: asyncio.Future | None = None
+
+    async def events_within(self, seconds: float) -> list[dict]:
+        found = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.reading is None:
+                self.reading = asyncio.ensure_future(anext(self.chunks))
+            done, _ = await asyncio.wait({self.reading}, timeout=left)
+            if not done:
+                break
+            chunk, self.reading = self.reading.result(), None
+            for block in chunk.decode().split("\n\n"):
+                data = [line[6:] for line in block.splitlines() if line.startswith("data: ")]
+                if data:
+                    found.append(json.loads(data[0]))
+        return found
+
+    def close(self) -> None:
+        if self.reading is not None:
+            self.reading.cancel()
+
+
+async def ended_reply(conversation, *, seq: int = 7) -> Message:
+    user_message = await Message.objects.acreate(
+        conversation=conversation, role=Message.Role.USER, content="hi"
+    )
+    return await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        reply_to=user_message,
+        status=Message.Status.COMPLETED,
+        content="".join(f"t{i} " for i in range(1, seq + 1)),
+        seq=seq,
+    )
+
+
+@pytest.mark.parametrize("last_event_id", ["{reply}:4", "{reply}:final"])
+async def test_a_resume_near_the_end_gets_no_token_and_no_second_final(
+    user, conversation, last_event_id
+):
+    """The reply ended (seq 7); frames of it still in flight from the worker that ran it
+    reach this stream after it resumed: the final once (or not at all when the client
+    holds it), and no token after it."""
+    reply = await ended_reply(conversation)
+    key = await sync_to_async(new_key)(user)
+    response = await AsyncClient().get(
+        f"/api/conversations/{conversation.id}/events",
+        headers={**bearer(key), "Last-Event-ID": last_event_id.format(reply=reply.id)},
+    )
+    stream = EventStream(response)
+    first = await stream.events_within(0.5)
+    for seq in (5, 6, 7):
+        token = events.token(str(conversation.id), str(reply.id), seq, f"t{seq} ")
+        await runs.publish(conversation.id, token)
+    await runs.publish(conversation.id, events.message_final(reply))
+    later = await stream.events_within(0.5)
+    stream.close()
+    received = first + later
+    finals = [e for e in received if e["type"] in FINAL_TYPES]
+    expected = 0 if last_event_id.endswith("final") else 1
+    assert len(finals) == expected
+    assert [e for e in received if e["type"] == "token"] == []
+    if finals:
+        assert finals[0]["message"]["content"] == reply.content
+
+
+# --- a run whose lease expired -------------------------------------------------------------
+
+LEASE_S = 3
+
+
+@pytest.fixture
+def two_workers(django_db_setup, redis_url, stub_server):
+    env = stub_env(
+        stub_server,
+        REDIS_URL=redis_url,
+        CHANNEL_PREFIX=f"chatsite-lease-{os.getpid()}",
+        CHAT_RUN_LEASE_S=str(LEASE_S),
+    )
+    a = start_daphne(env=env, name="lease-a")
+    b = start_daphne(env=env, name="lease-b")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+async def test_a_run_paused_past_its_lease_publishes_and_saves_nothing_more(
+    two_workers, user, conversation
+):
+    """Worker A runs a reply and stops answering (SIGSTOP) for longer than the lease;
+    worker B's sweeper ends the reply as interrupted with the text A last flushed. When A
+    wakes up, its run learns it lost the reply: viewers get nothing after the final, and
+    what they show is what the database holds."""
+    a, b = two_workers
+    cookie = await session_cookie(user)
+    on_b = await WsViewer(b, cookie, conversation.id).open()
+    on_a = await WsViewer(a, cookie, conversation.id).open()
+    await on_a.send({"type": "message.send", "content": "tokens=600 gap_ms=20"})
+    reply_id = await on_b.reply_started()
+    await on_b.until(lambda e: e["type"] == "token" and e["seq"] >= 10)
+    os.kill(a.process.pid, signal.SIGSTOP)
+    try:
+        final = await on_b.until_final(reply_id, timeout=LEASE_S * 4)
+    finally:
+        os.kill(a.process.pid, signal.SIGCONT)
+    assert final["type"] == "message.interrupted"
+    # A is back: whatever its run still held, no viewer receives any of it.
+    after = []
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(3):
+            while True:
+                after.append(await on_b.next_event())
+    assert [e for e in after if e.get("message") in (reply_id, {"id": reply_id})] == []
+    saved = await Message.objects.aget(pk=reply_id)
+    await asyncio.sleep(1)  # long enough for A's run to have tried to flush or save
+    again = await Message.objects.aget(pk=reply_id)
+    assert (again.status, again.content, again.seq) == (saved.status, saved.content, saved.seq)
+    assert saved.status == "interrupted"
+    assert final["message"]["content"] == saved.content
+    assert on_b.state.text_of(reply_id) == saved.content
+    # A's own viewer, paused with it, converges on the same text.
+    await on_a.until_final(reply_id, timeout=10)
+    assert on_a.state.text_of(reply_id) == saved.content
+    await on_a.close()
+    await on_b.close()
+
+
+async def test_a_reply_is_never_published_past_the_lease_window(settings, user, conversation):
+    """In one process: the run's database writes are held up past its lease window (as
+    when the one ORM thread is busy); the run holds its frames back until a flush renews
+    the lease, instead of publishing what it may no longer own."""
+    settings.CHAT_RUN_LEASE_S = 1.5  # a window of 0.5 s
+    settings.CHAT_OFFLINE_DELAY_MS = 20
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    flushes = runs._flushes()
+    real_write = flushes.write
+    held = asyncio.Event()
+
+    async def slow_write(message_id, **saved):
+        await held.wait()
+        return await real_write(message_id, **saved)
+
+    flushes.write = slow_write
+    try:
+        await ws.send_json_to({"type": "message.send", "content": "hold on"})
+        started = time.monotonic()
+        received = await events_within(ws, 2.0)
+        tokens = [e for e in received if e["type"] == "token"]
+        assert tokens, "the run published before its window closed"
+        assert time.monotonic() - started >= 2.0
+        assert not [e for e in received if e["type"] in FINAL_TYPES]
+        count = len(tokens)
+        held.set()  # the database answers again: the lease is renewed, frames flow
+        rest = await receive_until_final(ws)
+    finally:
+        flushes.write = real_write
+    assert [e for e in rest if e["type"] == "token"], "frames resumed after the flush"
+    reply = await Message.objects.aget(role="assistant")
+    assert reply.status == "completed"
+    assert count < reply.seq
+    await ws.disconnect()
