@@ -217,12 +217,14 @@ CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 50)
 CHAT_PAGE_CHARS = env_int("CHAT_PAGE_CHARS", 100_000)
 # Snapshots and history pages a connection may ask for: a burst of this many, then one
 # more per interval; beyond that the answer is an ``error`` rate_limited.
-CHAT_RESYNC_BURST = env_int("CHAT_RESYNC_BURST", 5)
-CHAT_RESYNC_INTERVAL_S = env_float("CHAT_RESYNC_INTERVAL_S", 2.0)
-# A viewer (WebSocket or event stream) that has this many bytes sent to it and not yet
-# taken by its network connection when another event is due is too far behind: it is
-# disconnected (it reconnects and resumes) instead of buffered without limit.
+CHAT_RESYNC_BURST = env_int("CHAT_RESYNC_BURST", 10)
+CHAT_RESYNC_INTERVAL_S = env_float("CHAT_RESYNC_INTERVAL_S", 1.0)
+# A viewer (WebSocket or event stream) holding more than this many bytes its network
+# connection has not taken, and reading none of them for CHAT_VIEWER_STALL_S seconds, is
+# too far behind: it is disconnected (it reconnects and resumes) instead of buffered
+# without limit (chatsite/server.py).
 CHAT_VIEWER_MAX_BUFFER_BYTES = env_int("CHAT_VIEWER_MAX_BUFFER_BYTES", 1024 * 1024)
+CHAT_VIEWER_STALL_S = env_float("CHAT_VIEWER_STALL_S", 2.0)
 # Replies one user may have streaming at once, over every surface (0: no limit); one
 # more is refused with 429 before anything is saved.
 CHAT_MAX_STREAMING_PER_USER = env_int("CHAT_MAX_STREAMING_PER_USER", 4)
