@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test lint bench clean frontend
+.PHONY: run test lint bench durability clean frontend
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "chatsite needs Python 3.11 or newer")'
@@ -49,6 +49,16 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 # table of README.md's "Benchmarks" (BENCH_ARGS="--quick" for a smoke run).
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Randomized durability campaigns (tests/chaos.py): for each seed, DURABILITY_RUNS
+# scenarios on one worker and as many on two, with kills and pauses; prints a summary
+# per campaign and fails on any divergence. Replay one: DURABILITY_SEEDS=<seed>.
+DURABILITY_RUNS ?= 500
+DURABILITY_SEEDS ?= 1,2
+durability: $(VENV)/.installed-test $(VENV)/.frontend
+	CHAT_DURABILITY_SCENARIOS=$(DURABILITY_RUNS) CHAT_DURABILITY_SEEDS=$(DURABILITY_SEEDS) \
+	CHAT_DURABILITY_CONCURRENCY=8 $(PY) -m pytest tests/test_durability.py -s -p no:cacheprovider \
+	  -o timeout=0 -q
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

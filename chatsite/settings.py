@@ -207,6 +207,10 @@ CHAT_MODEL_RETRIES = env_int("CHAT_MODEL_RETRIES", 1)
 CHAT_REPLY_TIMEOUT_S = env_float("CHAT_REPLY_TIMEOUT_S", 300)
 CHAT_CHUNK_TIMEOUT_S = env_float("CHAT_CHUNK_TIMEOUT_S", 60)
 CHAT_RUN_LEASE_S = env_float("CHAT_RUN_LEASE_S", 30)
+# This worker's name, the same across its restarts: a restarted worker ends at once the
+# replies it was running when it stopped (other workers' go by the lease). Unset:
+# `manage.py serve` uses the host name and port.
+CHAT_WORKER_ID = os.environ.get("CHAT_WORKER_ID", "")
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_FRAME_INTERVAL_MS = env_float("CHAT_FRAME_INTERVAL_MS", 30)
 CHAT_FLUSH_INTERVAL_MS = env_float("CHAT_FLUSH_INTERVAL_MS", 250)

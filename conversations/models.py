@@ -85,6 +85,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # The run's heartbeat: refreshed at every flush while the reply streams.
     updated_at = models.DateTimeField(auto_now=True)
+    # The worker that runs (or ran) the reply (settings.CHAT_WORKER_ID).
+    worker = models.CharField(max_length=200, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -14,6 +14,8 @@ asks for frames a viewer missed.
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import weakref
 from typing import Any
@@ -34,6 +36,22 @@ log = logging.getLogger(__name__)
 # The runs of this process, by assistant message id and by conversation id.
 _runs: dict[str, "Run"] = {}
 _runs_by_conversation: dict[str, "Run"] = {}
+
+
+_worker = {"id": ""}
+
+
+def worker_id() -> str:
+    """The name of this worker, saved on each reply it runs (settings.CHAT_WORKER_ID,
+    else what `manage.py serve` set: host name and port; else host name and process id,
+    which a restart does not keep)."""
+    if not _worker["id"]:
+        _worker["id"] = settings.CHAT_WORKER_ID or f"{socket.gethostname()}:pid{os.getpid()}"
+    return _worker["id"]
+
+
+def set_worker_id(name: str) -> None:
+    _worker["id"] = name
 
 
 def group_name(conversation_id: Any) -> str:

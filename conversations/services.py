@@ -148,6 +148,7 @@ def _new_reply(user_message: Message, model: str) -> Message:
         status=Message.Status.STREAMING,
         reply_to=user_message,
         model=model,
+        worker=runs.worker_id(),
     )
 
 
@@ -311,17 +312,16 @@ async def reply_stop(*, conversation: Conversation, message_id: str | None = Non
 # --- crash recovery ---------------------------------------------------------------------
 
 
-def _sweep(replies, alive: list[str]) -> list[Message]:
+def _sweep(replies, alive: list[str], *, stale_only: bool = True) -> list[Message]:
     """Mark streaming replies whose heartbeat went stale as interrupted (in a transaction).
 
     ``alive`` are the replies this process is running: never swept, however late.
     """
-    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_RUN_LEASE_S)
-    stale = list(
-        replies.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
-        .exclude(pk__in=alive)
-        .select_for_update()
-    )
+    stale = replies.filter(status=Message.Status.STREAMING).exclude(pk__in=alive)
+    if stale_only:
+        cutoff = timezone.now() - timedelta(seconds=settings.CHAT_RUN_LEASE_S)
+        stale = stale.filter(updated_at__lt=cutoff)
+    stale = list(stale.select_for_update())
     now = timezone.now()
     for message in stale:
         message.status = Message.Status.INTERRUPTED
@@ -345,6 +345,22 @@ async def sweep_replies() -> list[Message]:
     swept = await _sweep_all(runs.local_message_ids())
     for message in swept:
         log.warning("reply %s interrupted: its run stopped sending heartbeats", message.id)
+        await runs.publish(message.conversation_id, events.message_final(message))
+    return swept
+
+
+@database_sync_to_async
+def _sweep_worker(worker: str) -> list[Message]:
+    with transaction.atomic():
+        return _sweep(Message.objects.filter(worker=worker), [], stale_only=False)
+
+
+async def sweep_own_replies() -> list[Message]:
+    """At a worker's start: the replies it was running when it stopped (killed, crashed)
+    end now, as interrupted with what was saved, rather than when their lease expires."""
+    swept = await _sweep_worker(runs.worker_id())
+    for message in swept:
+        log.warning("reply %s interrupted: its worker restarted", message.id)
         await runs.publish(message.conversation_id, events.message_final(message))
     return swept
 

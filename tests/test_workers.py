@@ -278,3 +278,32 @@ async def reconnect(server, cookie, conversation_id, attempts: int = 40) -> WsVi
         await viewer.close()
         await asyncio.sleep(0.25)
     raise AssertionError(f"could not reconnect to {server.url}")
+
+
+async def test_a_restarted_worker_ends_the_replies_it_was_running_at_once(
+    django_db_setup, user, conversation
+):
+    """A worker killed mid-reply and started again (same name: host and port) marks the
+    replies it was running as interrupted when it starts, not a lease (60 s here) later;
+    a page that reconnects sees the final state at once."""
+    worker = start_daphne(
+        env={"CHAT_RUN_LEASE_S": "60", "CHAT_OFFLINE_DELAY_MS": "30"}, name="restart-1"
+    )
+    cookie = await session_cookie(user)
+    viewer = await WsViewer(worker, cookie, conversation.id).open()
+    await viewer.send({"type": "message.send", "content": "Tell me a long story"})
+    reply_id = await viewer.reply_started()
+    await viewer.until(lambda e: e["type"] == "token" and e["seq"] >= 3)
+    worker.kill()
+    await viewer.close()
+    restarted = start_daphne(env=worker.env, port=worker.port, name="restart-2")
+    try:
+        again = await WsViewer(restarted, cookie, conversation.id).open()
+        shown = again.state.messages[reply_id]
+        reply = await saved(reply_id)
+        assert shown["status"] == reply.status == "interrupted"
+        assert shown["content"] == reply.content
+        assert reply.error["code"] == "interrupted"
+        await again.close()
+    finally:
+        restarted.stop()

@@ -1,11 +1,17 @@
 """Serve chatsite with daphne, its WebSocket limits derived from the settings."""
 
 import gc
+import logging
+import socket
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from chatsite.server import ChatCommandLineInterface
+from conversations import runs, services
+
+log = logging.getLogger("conversations")
 
 
 class Command(BaseCommand):
@@ -21,6 +27,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, proxy_headers: bool, **options):
+        runs.set_worker_id(settings.CHAT_WORKER_ID or f"{socket.gethostname()}:{port}")
+        try:
+            async_to_sync(services.sweep_own_replies)()
+        except Exception:
+            log.warning(
+                "could not end this worker's earlier replies; the lease will", exc_info=True
+            )
         # What a client may send in one WebSocket message: CHAT_MAX_MESSAGE_CHARS
         # characters, each up to 12 bytes once JSON-escaped (an emoji is two \uXXXX
         # escapes), plus the envelope. Anything larger is refused by daphne (close code
