@@ -214,6 +214,21 @@ CHAT_FLUSH_INTERVAL_MS = env_float("CHAT_FLUSH_INTERVAL_MS", 250)
 # more is refused with 429 before anything is saved.
 CHAT_MAX_STREAMING_PER_USER = env_int("CHAT_MAX_STREAMING_PER_USER", 4)
 
+# --- Limits of what a request may bring ------------------------------------------------
+# The same on every surface (README, "Limits and refusals").
+
+# A conversation's system prompt (the JSON API's create, /v1's system messages).
+CHAT_MAX_SYSTEM_PROMPT_CHARS = env_int("CHAT_MAX_SYSTEM_PROMPT_CHARS", 20000)
+# Messages in one /v1 request (its history included).
+CHAT_MAX_REQUEST_MESSAGES = env_int("CHAT_MAX_REQUEST_MESSAGES", 256)
+# max_tokens / max_completion_tokens of a /v1 request above this are lowered to it.
+CHAT_MAX_COMPLETION_TOKENS = env_int("CHAT_MAX_COMPLETION_TOKENS", 32768)
+# A request body (JSON or form) over this is refused with 413 before it is parsed. 4 MiB
+# holds the largest system prompt and message even written as \uXXXX escapes of astral
+# characters (12 bytes a character: 624 KB) six times over, and a /v1 history of 100
+# messages of 10,000 characters of plain UTF-8.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CHAT_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
+
 # --- Accounts, static files, i18n -------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
