@@ -1,5 +1,6 @@
 """What Django 5.2 does not guard by itself: the Content-Security-Policy header of every
-response, and the origin of WebSocket handshakes."""
+response, the security headers of static files (served before the middleware), and the
+origin of WebSocket handshakes."""
 
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -7,10 +8,19 @@ from urllib.parse import urlsplit
 from asgiref.sync import iscoroutinefunction
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
+from django.middleware.clickjacking import XFrameOptionsMiddleware
+from django.middleware.security import SecurityMiddleware
 from django.utils.decorators import sync_and_async_middleware
 from django.utils.http import is_same_domain
+
+
+def _add_csp(response: HttpResponse) -> HttpResponse:
+    if settings.CHAT_CSP and "Content-Security-Policy" not in response:
+        response["Content-Security-Policy"] = settings.CHAT_CSP
+    return response
 
 
 @sync_and_async_middleware
@@ -22,22 +32,36 @@ def content_security_policy(get_response: Callable) -> Callable:
     cannot run code or load anything from elsewhere.
     """
 
-    def add_header(response: HttpResponse) -> HttpResponse:
-        if settings.CHAT_CSP and "Content-Security-Policy" not in response:
-            response["Content-Security-Policy"] = settings.CHAT_CSP
-        return response
-
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponse:
-            return add_header(await get_response(request))
+            return _add_csp(await get_response(request))
 
     else:
 
         def middleware(request: HttpRequest) -> HttpResponse:
-            return add_header(get_response(request))
+            return _add_csp(get_response(request))
 
     return middleware
+
+
+# --- static files -----------------------------------------------------------------------
+
+
+class StaticFilesHandler(ASGIStaticFilesHandler):
+    """Django's static files handler, whose responses get the headers the middleware
+    gives every page (nosniff, X-Frame-Options, Referrer-Policy, the CSP…): it answers
+    before the middleware runs, and a script or stylesheet is content like any other."""
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponse:
+        response = await super().get_response_async(request)
+        for middleware in (SecurityMiddleware, XFrameOptionsMiddleware):
+            response = middleware(_unused).process_response(request, response)
+        return _add_csp(response)
+
+
+def _unused(request: HttpRequest) -> HttpResponse:
+    raise AssertionError("only process_response of the middleware is used")
 
 
 # --- WebSocket origins ------------------------------------------------------------------

@@ -260,6 +260,9 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 CHAT_HTTPS = env_bool("CHAT_HTTPS")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = CHAT_HTTPS
 SECURE_SSL_REDIRECT = CHAT_HTTPS
+# Health checks ask over plain HTTP from inside the network (docker-compose.yml): a
+# redirect there would make a healthy worker look dead.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = 31536000 if CHAT_HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = CHAT_HTTPS
 SECURE_HSTS_PRELOAD = CHAT_HTTPS

@@ -200,3 +200,24 @@ def test_a_body_within_the_upload_limit_reaches_the_size_checks(http):
         "/v1/chat/completions", json=v1_body([{"role": "user", "content": content}])
     )
     assert_openai_error(response, 413, "message_too_long")
+
+
+# --- item 12: static files carry the pages' security headers ----------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/static/conversations/chat.js", "/static/conversations/chat.css", "/static/nope.js"],
+)
+def test_static_files_carry_the_same_security_headers_as_pages(daphne_server, path):
+    page = httpx.get(f"{daphne_server.url}/login/")
+    static = httpx.get(f"{daphne_server.url}{path}")
+    assert static.status_code == (404 if "nope" in path else 200)
+    for header in (
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "cross-origin-opener-policy",
+        "content-security-policy",
+    ):
+        assert static.headers.get(header) == page.headers[header], header
