@@ -130,7 +130,7 @@ class Headers:
             for name, value in scope.get("headers", ())
         }
 
-    def get(self, name: str, default: str = "") -> str:
+    def get(self, name: str, default: str | None = "") -> str | None:
         return self._headers.get(name, default)
 
 
