@@ -23,5 +23,5 @@ RUN make frontend && rm -rf node_modules \
 USER chatsite
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
+    CMD ["python", "deploy/healthcheck.py", "http://127.0.0.1:8000/healthz"]
 CMD ["python", "manage.py", "serve", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

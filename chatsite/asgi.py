@@ -10,21 +10,22 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: they use the ORM and the app registry.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from chatsite.middleware import StaticFilesHandler, WebSocketOriginValidator  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 from conversations.worker import WorkerTasksMiddleware  # noqa: E402
 
 application = WorkerTasksMiddleware(
     ProtocolTypeRouter(
         {
-            # With no proxy in front (the embedded default), static files come from here.
-            "http": ASGIStaticFilesHandler(django_asgi_app)
+            # With no proxy in front (the embedded default), static files come from here,
+            # with the pages' security headers.
+            "http": StaticFilesHandler(django_asgi_app)
             if settings.SERVE_STATIC
             else django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(
+            # Only the site's own pages (its scheme, host and port) may open a socket.
+            "websocket": WebSocketOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
             ),
         }

@@ -233,6 +233,21 @@ CHAT_VIEWER_STALL_S = env_float("CHAT_VIEWER_STALL_S", 2.0)
 # more is refused with 429 before anything is saved.
 CHAT_MAX_STREAMING_PER_USER = env_int("CHAT_MAX_STREAMING_PER_USER", 4)
 
+# --- Limits of what a request may bring ------------------------------------------------
+# The same on every surface (README, "Limits and refusals").
+
+# A conversation's system prompt (the JSON API's create, /v1's system messages).
+CHAT_MAX_SYSTEM_PROMPT_CHARS = env_int("CHAT_MAX_SYSTEM_PROMPT_CHARS", 20000)
+# Messages in one /v1 request (its history included).
+CHAT_MAX_REQUEST_MESSAGES = env_int("CHAT_MAX_REQUEST_MESSAGES", 256)
+# max_tokens / max_completion_tokens of a /v1 request above this are lowered to it.
+CHAT_MAX_COMPLETION_TOKENS = env_int("CHAT_MAX_COMPLETION_TOKENS", 32768)
+# A request body (JSON or form) over this is refused with 413 before it is parsed. 4 MiB
+# holds the largest system prompt and message even written as \uXXXX escapes of astral
+# characters (12 bytes a character: 624 KB) six times over, and a /v1 history of 100
+# messages of 10,000 characters of plain UTF-8.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CHAT_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
+
 # --- Accounts, static files, i18n -------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -264,6 +279,9 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 CHAT_HTTPS = env_bool("CHAT_HTTPS")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = CHAT_HTTPS
 SECURE_SSL_REDIRECT = CHAT_HTTPS
+# Health checks ask over plain HTTP from inside the network (docker-compose.yml): a
+# redirect there would make a healthy worker look dead.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = 31536000 if CHAT_HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = CHAT_HTTPS
 SECURE_HSTS_PRELOAD = CHAT_HTTPS

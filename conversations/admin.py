@@ -13,17 +13,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from review import exports, selectors, services
-from review.markdown import render_markdown
+from review import exports, selectors, services, transcript
 from review.models import Feedback, TranscriptView
 
-from .models import Conversation, Message
+from .models import Conversation
 
 USAGE_DAYS_DEFAULT = 14
 USAGE_DAYS_MAX = 90
@@ -211,7 +212,7 @@ class ConversationAdmin(admin.ModelAdmin):
                     "model",
                     ("message_count", "tokens_used"),
                     ("created_at", "last_activity"),
-                    "system_prompt",
+                    "system_prompt_shown",
                 ]
             },
         ),
@@ -229,7 +230,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "tokens_used",
         "created_at",
         "last_activity",
-        "system_prompt",
+        "system_prompt_shown",
         "reviewed_by",
         "reviewed_at",
     )
@@ -293,19 +294,41 @@ class ConversationAdmin(admin.ModelAdmin):
             services.transcript_views_record(
                 user=request.user, conversation_ids=[obj.pk], via=TranscriptView.Via.PAGE
             )
-            transcript = selectors.transcript(obj)
-            for message in transcript:
-                # Replies are Markdown by design; people's messages are shown as typed.
-                message.rendered = (
-                    render_markdown(message.content)
-                    if message.role == Message.Role.ASSISTANT
-                    else None
-                )
+            shown = transcript.page(obj, request.GET.get("page"))
             context.update(
-                transcript=transcript,
-                live_path=f"/ws/admin/conversations/{obj.pk}/",
+                transcript=shown,
+                # Live on the last page only: that is where new messages appear.
+                live_path="" if shown.has_next() else f"/ws/admin/conversations/{obj.pk}/",
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="system prompt")
+    def system_prompt_shown(self, obj: Conversation) -> str:
+        prompt = obj.system_prompt
+        if len(prompt) <= transcript.PREVIEW_CHARS:
+            return prompt
+        return format_html(
+            '{}… <a href="{}">show all {} characters</a>',
+            prompt[: transcript.PREVIEW_CHARS],
+            reverse("admin:conversations_conversation_text", args=[obj.pk, "system-prompt"]),
+            f"{len(prompt):,}",
+        )
+
+    def full_text_view(self, request, object_id, part):
+        """The whole text of a message (or ``system-prompt``) as plain text: what the
+        transcript page shows only the start of. Audited as a reading of the page."""
+        conversation = self.get_object(request, object_id)
+        if conversation is None or not self.has_view_permission(request, conversation):
+            raise PermissionDenied
+        if part == "system-prompt":
+            text = conversation.system_prompt
+        elif (text := selectors.message_text(conversation, part)) is None:
+            raise Http404("No such message in this conversation.")
+        services.transcript_views_record(
+            user=request.user, conversation_ids=[conversation.pk], via=TranscriptView.Via.PAGE
+        )
+        # text/plain with nosniff (SecurityMiddleware): never taken for HTML.
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
     def save_model(self, request, obj, form, change):
         services.conversation_review(
@@ -363,7 +386,12 @@ class ConversationAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.usage_view),
             name="conversations_conversation_usage",
         )
-        return [usage, *super().get_urls()]
+        full_text = path(
+            "<path:object_id>/text/<str:part>/",
+            self.admin_site.admin_view(self.full_text_view),
+            name="conversations_conversation_text",
+        )
+        return [usage, full_text, *super().get_urls()]
 
     def usage_view(self, request):
         if not self.has_view_permission(request):

@@ -20,11 +20,9 @@ anything is saved, so an SDK's automatic retries never start a second reply.
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest
-from ninja import Field, Schema
 
 from . import events, llm, services, sse
 from .api.errors import JsonAPI, field_path
@@ -32,6 +30,13 @@ from .api.views import owned_conversation, start_reply
 from .apikeys import ApiAuth
 from .errors import ChatError
 from .models import Conversation, Message
+from .openai_requests import (
+    ChatCompletionIn,
+    RequestRefused,
+    completion_limit,
+    refuse_unsupported,
+    split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,15 @@ _FAILURE_STATUS = {
 
 
 class OpenAIAPI(JsonAPI):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_exception_handler(
+            RequestRefused,
+            lambda request, exc: self.error(
+                request, exc.status, exc.code, exc.detail, param=exc.param
+            ),
+        )
+
     def error(self, request: HttpRequest, status: int, code: str, detail: str, **extra):
         response = self.create_response(
             request,
@@ -57,7 +71,7 @@ class OpenAIAPI(JsonAPI):
                 type=_ERROR_TYPES.get(
                     status, "server_error" if status >= 500 else "invalid_request_error"
                 ),
-                param=_param(extra.get("errors")),
+                param=extra.get("param") or _param(extra.get("errors")),
             ),
             status=status,
         )
@@ -173,41 +187,6 @@ def failure(status: str, error: dict | None) -> tuple[int, dict]:
 # --- requests ---------------------------------------------------------------------------
 
 
-class ContentPart(Schema):
-    type: str
-    text: str | None = None
-
-
-class ChatMessageIn(Schema):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-
-
-class StreamOptions(Schema):
-    include_usage: bool = False
-
-
-class ChatCompletionIn(Schema):
-    model: str
-    messages: list[ChatMessageIn] = Field(..., min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    n: int = Field(1, ge=1, le=1, description="only one choice is supported")
-    tools: list[dict] | None = None
-
-
-def _text(message: ChatMessageIn) -> str:
-    if isinstance(message.content, list):
-        if any(part.type != "text" for part in message.content):
-            raise ChatError("unsupported_content", "Only text content is supported.")
-        return "".join(part.text or "" for part in message.content)
-    return message.content or ""
-
-
 def _model(name: str) -> str:
     if name != llm.model_name():
         raise ChatError(
@@ -216,17 +195,6 @@ def _model(name: str) -> str:
             404,
         )
     return name
-
-
-def _split(messages: list[ChatMessageIn]) -> tuple[str, list[tuple[str, str]], str]:
-    """(system prompt, earlier turns, the new user message) of a request."""
-    if messages[-1].role != "user":
-        raise ChatError("invalid_messages", "The last message must be the user's.")
-    if any(m.role == "tool" for m in messages):
-        raise ChatError("unsupported_content", "Tool messages are not supported.")
-    system = "\n\n".join(_text(m) for m in messages if m.role in ("system", "developer"))
-    turns = [(m.role, _text(m)) for m in messages[:-1] if m.role in ("user", "assistant")]
-    return system, turns, _text(messages[-1])
 
 
 @database_sync_to_async
@@ -257,11 +225,10 @@ async def retrieve_model(request, model: str):
 
 @openai_api.post("/chat/completions")
 async def chat_completions(request, body: ChatCompletionIn):
-    if body.tools:
-        raise ChatError("unsupported_parameter", "Tools are not supported.")
+    refuse_unsupported(body)
     _model(body.model)
-    system, turns, content = _split(body.messages)
-    max_tokens = body.max_completion_tokens or body.max_tokens
+    system, turns, content = split(body.messages)
+    max_tokens = completion_limit(body)
     options = {"max_tokens": max_tokens, "temperature": body.temperature}
     services.check_send(content)
     if conversation_id := request.headers.get("X-Conversation-Id"):

@@ -30,13 +30,23 @@ def _history(user, query: str):
     return selectors.conversations_matching(user, query)[:HISTORY_LIMIT]
 
 
-def _page(request: HttpRequest, conversation: Conversation | None = None) -> HttpResponse:
+def _page(
+    request: HttpRequest,
+    conversation: Conversation | None = None,
+    *,
+    refused: ChatError | None = None,
+    draft: str = "",
+) -> HttpResponse:
+    """The chat page; ``refused`` (with the ``draft`` the person typed, given back in the
+    composer) when a new chat was refused."""
     query = request.GET.get("q", "").strip()
     return render(
         request,
         "conversations/chat.html",
         {
             "conversation": conversation,
+            "draft": draft,
+            "refusal": refused.detail if refused else "",
             "history": _history(request.user, query),
             "current_id": conversation.id if conversation else None,
             "query": query,
@@ -46,6 +56,7 @@ def _page(request: HttpRequest, conversation: Conversation | None = None) -> Htt
             "offline_model": llm.OFFLINE_MODEL_NAME,
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         },
+        status=refused.status if refused else 200,
     )
 
 
@@ -66,23 +77,26 @@ def conversation_page(request: HttpRequest, conversation_id) -> HttpResponse:
 @login_required
 @require_POST
 async def conversation_new(request: HttpRequest) -> HttpResponse:
-    """Start a conversation, with its first message when one is given (the composer of
-    the new-chat page); the reply runs on the server while the browser follows."""
+    """Start a conversation with its first message (the composer of the new-chat page);
+    the reply runs on the server while the browser follows.
+
+    A refusal saves nothing — as on ``/v1``: the conversation made for the message is
+    deleted again — and answers with the new-chat page, the reason shown and the text
+    back in the composer.
+    """
     user = await request.auser()
     # A submitted form sends its line breaks as CRLF; a message keeps plain newlines.
     content = request.POST.get("content", "").replace("\r\n", "\n")
-    if content.strip():
-        try:
-            services.check_send(content)
-        except ChatError as exc:
-            messages.error(request, exc.detail)
-            return redirect("home")
-    conversation = await database_sync_to_async(services.conversation_create)(owner=user)
-    if content.strip():
+    try:
+        services.check_send(content)
+        conversation = await database_sync_to_async(services.conversation_create)(owner=user)
         try:
             await services.reply_start(conversation=conversation, content=content)
-        except ChatError as exc:
-            messages.error(request, exc.detail)
+        except ChatError:
+            await services.conversation_delete(conversation=conversation)
+            raise
+    except ChatError as refused:
+        return await database_sync_to_async(_page)(request, refused=refused, draft=content)
     return redirect("conversation", conversation_id=conversation.id)
 
 

@@ -5,6 +5,11 @@ tags a transcript needs, absolute links to http(s) and mailto only, marks links
 ``noopener noreferrer nofollow``, and keeps no ``style`` or ``class`` (the pages'
 Content-Security-Policy forbids inline styles anyway). Images are shown as links,
 never loaded: a reply must not make a reviewer's browser fetch a remote address.
+
+Whatever is stored must be visible to staff, so Markdown that would hide part of the
+text is not rendered at all (``render_markdown`` answers None and the transcript shows
+the text as typed): nesting deeper than markdown-it's limit (its parser drops what lies
+below it) and link reference definitions (``[x]: https://… "title"`` shows nothing).
 """
 
 import nh3
@@ -13,6 +18,8 @@ from markdown_it import MarkdownIt
 
 _md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 _md.enable(["table", "strikethrough"]).disable("image")
+# Tokens at this depth mean the parser reached its limit and dropped what was deeper.
+_DROPPING_LEVEL = _md.options["maxNesting"] - 1
 
 ALLOWED_TAGS = {
     "a", "p", "br", "hr", "pre", "code", "blockquote", "em", "strong", "del", "s",
@@ -23,8 +30,25 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}}
 URL_SCHEMES = {"http", "https", "mailto"}
 
 
-def render_markdown(text: str) -> SafeString:
-    html = _md.render(text or "")
+def _hides_text(tokens, env: dict) -> bool:
+    if env.get("references"):
+        return True
+    stack = list(tokens)
+    while stack:
+        token = stack.pop()
+        if token.level >= _DROPPING_LEVEL:
+            return True
+        stack.extend(token.children or ())
+    return False
+
+
+def render_markdown(text: str) -> SafeString | None:
+    """``text`` as sanitised HTML, or None when rendering would hide part of it."""
+    env: dict = {}
+    tokens = _md.parse(text or "", env)
+    if _hides_text(tokens, env):
+        return None
+    html = _md.renderer.render(tokens, _md.options, env)
     # Safe: nh3 has just cleaned it.
     return mark_safe(
         nh3.clean(

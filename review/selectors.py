@@ -17,7 +17,7 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, TruncDate
+from django.db.models.functions import Cast, Coalesce, Length, Substr, TruncDate
 
 from conversations.models import Conversation, Message
 from conversations.selectors import conversations_for
@@ -100,15 +100,29 @@ def with_rating(rating: int | None = None) -> Q:
 # --- transcripts ------------------------------------------------------------------------
 
 
-def transcript(conversation: Conversation) -> list[Message]:
-    """A conversation's messages in order, each with its ratings and their authors."""
-    return list(
-        conversation.messages.order_by("created_at").prefetch_related(
+def transcript(conversation: Conversation, preview_chars: int) -> QuerySet[Message]:
+    """A conversation's messages in order, each with its ratings and their authors, and
+    of its text only the first ``preview_chars`` characters (``preview``) and its
+    ``length``: the whole of a long message never leaves the database here."""
+    return (
+        conversation.messages.order_by("created_at")
+        .defer("content")
+        .annotate(preview=Substr("content", 1, preview_chars), length=Length("content"))
+        .prefetch_related(
             Prefetch(
                 "feedback", queryset=Feedback.objects.select_related("user").order_by("created_at")
             )
         )
     )
+
+
+def message_text(conversation: Conversation, message_id: Any) -> str | None:
+    """One message's whole text, or None when the conversation holds no such message."""
+    try:
+        message_id = uuid.UUID(str(message_id))
+    except ValueError:
+        return None
+    return conversation.messages.filter(pk=message_id).values_list("content", flat=True).first()
 
 
 def feedback_of(*, user, conversation: Conversation) -> dict[str, Feedback]:

@@ -470,6 +470,40 @@ def test_rename_reaches_every_tab_and_delete_asks_first(context, server, user):
     expect(first.locator(f"[data-conversation-id='{doomed.id}']")).to_have_count(0)
 
 
+def test_a_refused_new_chat_keeps_the_typed_text_and_says_why(context, server, user):
+    # As many replies streaming as a user may have (CHAT_MAX_STREAMING_PER_USER, 4).
+    busy = []
+    for index in range(4):
+        conversation = conversation_create(owner=user, title=f"Busy {index}")
+        busy.append(
+            Message.objects.create(
+                conversation=conversation, role="assistant", status=Message.Status.STREAMING
+            )
+        )
+    logged_in(context, user)
+    page = context.new_page()
+    page.goto("/")
+    typed = "A question I took a while to write,\nover two lines"
+    page.locator("textarea[name=content]").fill(typed)
+    page.locator("textarea[name=content]").press("Enter")
+
+    notice = page.locator("#notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("You have 4 replies streaming already")
+    expect(page.locator("textarea[name=content]")).to_have_value(typed)
+    assert Conversation.objects.count() == 4  # nothing new, not even an empty one
+    expect(page.locator("[data-conversation-id]")).to_have_count(4)
+
+    # Once a reply has finished, sending the same text again starts the chat.
+    Message.objects.filter(pk=busy[0].pk).update(status=Message.Status.COMPLETED)
+    expect(page.locator("[data-action=send]")).to_be_enabled()
+    page.locator("textarea[name=content]").press("Enter")
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    new = Conversation.objects.exclude(pk__in=[m.conversation_id for m in busy]).get()
+    assert Message.objects.filter(conversation=new, role="user").get().content == typed
+    expect(last_reply(page)).to_have_attribute("data-status", "completed", timeout=REPLY_TIMEOUT_MS)
+
+
 def test_phone_width_keeps_the_chat_usable(context, user, conversation):
     logged_in(context, user)
     page = open_conversation(context, conversation)

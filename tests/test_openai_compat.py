@@ -26,12 +26,24 @@ from .servers import start_daphne
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "stub-model"
+MAX_COMPLETION_TOKENS = 40
+MAX_MESSAGE_CHARS = 1000
+MAX_SYSTEM_PROMPT_CHARS = 500
+MAX_REQUEST_MESSAGES = 30
 
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker, stub_server):
-    # One streaming reply per user, so a 429 is easy to provoke.
-    env = stub_env(stub_server, CHAT_MAX_STREAMING_PER_USER="1")
+    # One streaming reply per user, so a 429 is easy to provoke; small limits, so that
+    # requests over them stay small.
+    env = stub_env(
+        stub_server,
+        CHAT_MAX_STREAMING_PER_USER="1",
+        CHAT_MAX_COMPLETION_TOKENS=str(MAX_COMPLETION_TOKENS),
+        CHAT_MAX_MESSAGE_CHARS=str(MAX_MESSAGE_CHARS),
+        CHAT_MAX_SYSTEM_PROMPT_CHARS=str(MAX_SYSTEM_PROMPT_CHARS),
+        CHAT_MAX_REQUEST_MESSAGES=str(MAX_REQUEST_MESSAGES),
+    )
     worker = start_daphne(env=env, name="openai-compat")
     yield worker
     worker.stop()
@@ -142,6 +154,214 @@ def test_max_tokens_cuts_the_reply_and_says_so(client):
     )
     assert completion.choices[0].message.content == texts(4)
     assert completion.choices[0].finish_reason == "length"
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
+def test_max_tokens_above_the_configured_maximum_is_lowered_to_it(client, name):
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "tokens=50"}], **{name: 10**30}
+    )
+    assert completion.choices[0].message.content == texts(MAX_COMPLETION_TOKENS)
+    assert completion.choices[0].finish_reason == "length"
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "tokens=45"}],
+        stream=True,
+        **{name: MAX_COMPLETION_TOKENS + 1},
+    )
+    chunks = [c for c in stream if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == texts(40)
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def _refused(call, param: str | None, code: str | None, status=openai.BadRequestError):
+    with pytest.raises(status) as refused:
+        call()
+    body = refused.value.body
+    assert body["type"] == "invalid_request_error", body
+    assert body["message"], body
+    assert (body["param"], body["code"]) == (param, code) or (
+        code is None and body["param"] == param
+    ), body
+    return body
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+UNSUPPORTED = [
+    ({"tools": [TOOL]}, "tools"),
+    ({"tools": []}, "tools"),
+    ({"tool_choice": "auto"}, "tool_choice"),
+    ({"tool_choice": "none"}, "tool_choice"),
+    ({"parallel_tool_calls": False}, "parallel_tool_calls"),
+    ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+    ({"function_call": "auto"}, "function_call"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+        "response_format",
+    ),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"n": 2}, "n"),
+    ({"stop": ["\n"]}, "stop"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
+]
+
+
+@pytest.mark.parametrize(("params", "param"), UNSUPPORTED, ids=[p for _, p in UNSUPPORTED])
+def test_unsupported_parameters_are_refused_by_name_and_save_nothing(client, params, param):
+    _refused(
+        lambda: client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], **params
+        ),
+        param,
+        "unsupported_parameter",
+    )
+    assert Conversation.objects.count() == 0
+
+
+def test_assistant_tool_calls_and_tool_messages_are_refused(client):
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    for messages, param in (
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+                {"role": "user", "content": "and?"},
+            ],
+            "messages.1.tool_calls",
+        ),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "function_call": {"name": "f", "arguments": ""},
+                },
+                {"role": "user", "content": "and?"},
+            ],
+            "messages.0.function_call",
+        ),
+        (
+            [
+                {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+                {"role": "user", "content": "and?"},
+            ],
+            "messages.0.tool_call_id",
+        ),
+    ):
+        _refused(
+            lambda m=messages: client.chat.completions.create(model=MODEL, messages=m),
+            param,
+            "unsupported_parameter",
+        )
+    assert Conversation.objects.count() == 0
+
+
+def test_defaults_and_nulls_of_unsupported_parameters_are_accepted(client):
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=[
+            {"role": "user", "content": "first"},
+            # An assistant message sent back as the SDK received it.
+            {"role": "assistant", "content": "ok", "refusal": None, "tool_calls": None},
+            {"role": "user", "content": "tokens=2"},
+        ],
+        n=1,
+        logprobs=False,
+        response_format={"type": "text"},
+        extra_body={"tools": None, "functions": None},
+        user="someone",
+        seed=7,
+    )
+    assert completion.choices[0].message.content == texts(2)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_tokens", True),
+        ("max_tokens", "10"),
+        ("max_tokens", 1.5),
+        ("max_completion_tokens", False),
+        ("stream", "yes"),
+        ("stream", 1),
+        ("temperature", "1"),
+        ("temperature", True),
+        ("n", "1"),
+        ("model", 5),
+        ("messages", "hi"),
+    ],
+)
+def test_parameters_of_the_wrong_type_are_400(server, key, field, value):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], field: value}
+    response = httpx.post(f"{server.url}/v1/chat/completions", headers=bearer(key), json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == field
+    assert Conversation.objects.count() == 0
+
+
+def test_every_message_and_the_system_prompt_are_held_to_the_limits(client):
+    long = "x" * (MAX_MESSAGE_CHARS + 1)
+    for messages, param, code, status in (
+        (
+            [{"role": "user", "content": long}, {"role": "assistant", "content": "ok"},
+             {"role": "user", "content": "hi"}],
+            "messages.0.content", "message_too_long", 413,
+        ),
+        (
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": long},
+             {"role": "user", "content": "hi"}],
+            "messages.1.content", "message_too_long", 413,
+        ),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": long}]}],
+            "messages.0.content", "message_too_long", 413,
+        ),
+        (
+            [{"role": "system", "content": "s" * (MAX_SYSTEM_PROMPT_CHARS + 1)},
+             {"role": "user", "content": "hi"}],
+            "messages", "system_prompt_too_long", 400,
+        ),
+        (
+            # Two system messages, each within the limit, together over it.
+            [{"role": "system", "content": "s" * MAX_SYSTEM_PROMPT_CHARS},
+             {"role": "developer", "content": "d"}, {"role": "user", "content": "hi"}],
+            "messages", "system_prompt_too_long", 400,
+        ),
+        (
+            [{"role": "user", "content": "hi"}] * (MAX_REQUEST_MESSAGES + 1),
+            "messages", None, 400,
+        ),
+    ):  # fmt: skip
+        kind = openai.BadRequestError if status == 400 else openai.APIStatusError
+        body = _refused(
+            lambda m=messages: client.with_options(max_retries=0).chat.completions.create(
+                model=MODEL, messages=m
+            ),
+            param,
+            code,
+            kind,
+        )
+        assert body["param"] == param
+    assert Conversation.objects.count() == 0 and Message.objects.count() == 0
+    # At the limits exactly, all is accepted and saved.
+    at_limit = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[
+            {"role": "system", "content": "s" * MAX_SYSTEM_PROMPT_CHARS},
+            {"role": "user", "content": "x" * MAX_MESSAGE_CHARS},
+            {"role": "assistant", "content": "y" * MAX_MESSAGE_CHARS},
+            *[{"role": "user", "content": "more"}] * (MAX_REQUEST_MESSAGES - 4),
+            {"role": "user", "content": "tokens=1"},
+        ],
+    )
+    conversation = Conversation.objects.get(pk=at_limit.headers["x-conversation-id"])
+    assert len(conversation.system_prompt) == MAX_SYSTEM_PROMPT_CHARS
 
 
 def test_models_lists_the_configured_model(client):

@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
@@ -324,3 +325,64 @@ async def test_the_new_chat_composer_starts_the_conversation_and_its_reply(user)
     assert conversation.title == "First words"
     roles = [m.role async for m in Message.objects.filter(conversation=conversation)]
     assert roles == ["user", "assistant"]
+
+
+def _busy(user, count: int) -> list[Conversation]:
+    """Conversations of ``user`` with a reply streaming in each (as far as the database
+    says), so the next reply is over CHAT_MAX_STREAMING_PER_USER."""
+    busy = []
+    for index in range(count):
+        conversation = conversation_create(owner=user, title=f"busy {index}")
+        _chat(conversation, Message.Role.ASSISTANT, "", status=Message.Status.STREAMING)
+        busy.append(conversation)
+    return busy
+
+
+async def test_a_refused_new_chat_saves_nothing_and_gives_the_text_back(user, settings):
+    settings.CHAT_MAX_STREAMING_PER_USER = 1
+    await database_sync_to_async(_busy)(user, 1)
+    client = AsyncClient()
+    await client.aforce_login(user)
+    typed = "My <b>question</b>\r\n\nwith lines"
+    response = await client.post(reverse("conversation-new"), {"content": typed})
+    assert response.status_code == 429
+    html = response.content.decode()
+    assert "You have 1 replies streaming already" in html
+    textarea = html[html.index("<textarea") : html.index("</textarea>")]
+    assert textarea.endswith(">\nMy &lt;b&gt;question&lt;/b&gt;\n\nwith lines")
+    assert await Conversation.objects.acount() == 1  # only the busy one
+    assert await Message.objects.acount() == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "reason"),
+    [
+        ("x" * 40_000, 413, "the limit is"),
+        ("   ", 400, "The message is empty."),
+        ("a NUL \x00 here", 400, "cannot be stored"),
+    ],
+)
+async def test_a_new_chat_with_an_invalid_message_saves_nothing(
+    user, settings, content, status, reason
+):
+    settings.CHAT_MAX_MESSAGE_CHARS = 32_000
+    client = AsyncClient()
+    await client.aforce_login(user)
+    response = await client.post(reverse("conversation-new"), {"content": content})
+    assert response.status_code == status
+    assert reason in response.content.decode()
+    assert await Conversation.objects.acount() == 0
+
+
+def test_a_page_rename_with_a_nul_is_refused_and_changes_nothing(alice_client, conversation):
+    conversation.title = "Before"
+    conversation.save()
+    url = reverse("conversation-rename", args=[conversation.id])
+    response = alice_client.post(url, {"title": "a\x00b"}, headers={"Accept": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_characters"
+    response = alice_client.post(url, {"title": "a\x00b"}, follow=True)
+    assert response.status_code == 200
+    assert "cannot be stored" in response.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.title == "Before"

@@ -1,14 +1,18 @@
 """Errors as JSON for the HTTP APIs (``/api/`` and the OpenAI-compatible ``/v1/``).
 
 Every answer of an API is JSON, its refusals included: the services' ChatErrors, ninja's
-own (validation is 400, not 422), unknown paths (404) and methods (405). ``/api/``
-answers ``{"code", "detail"}``; a subclass gives its own shape (openai_compat.py).
+own (validation is 400, not 422; a string holding a character that cannot be stored is
+``invalid_characters``, as on every surface), a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``
+(413 ``request_too_large``), unknown paths (404) and methods (405). ``/api/`` answers
+``{"code", "detail"}``; a subclass gives its own shape (openai_compat.py).
 """
 
 import logging
 from functools import wraps
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import re_path
 from ninja import NinjaAPI
@@ -27,8 +31,12 @@ class JsonAPI(NinjaAPI):
         super().__init__(**kwargs)
         handlers = {
             ChatError: lambda request, exc: self.error(request, exc.status, exc.code, exc.detail),
-            ValidationError: lambda request, exc: self.error(
-                request, 400, "invalid_request", _describe(exc.errors), errors=exc.errors
+            ValidationError: self._invalid,
+            RequestDataTooBig: lambda request, exc: self.error(
+                request,
+                413,
+                "request_too_large",
+                f"The request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes.",
             ),
             AuthenticationError: lambda request, exc: self.error(
                 request, 401, "unauthorized", _unauthorized_detail(exc)
@@ -52,6 +60,19 @@ class JsonAPI(NinjaAPI):
         elif status == 429:
             response["Retry-After"] = "1"
         return response
+
+    def _invalid(self, request: HttpRequest, exc: ValidationError) -> HttpResponse:
+        for error in exc.errors:
+            # pydantic refuses a lone surrogate in a constrained string before the
+            # services see it: answer as they would (text.check_text).
+            if error.get("type") == "string_unicode":
+                field = ".".join(field_path(error))
+                detail = (
+                    f"`{field}` contains a character that cannot be stored "
+                    "(NUL or an unpaired UTF-16 surrogate)."
+                )
+                return self.error(request, 400, "invalid_characters", detail, errors=[error])
+        return self.error(request, 400, "invalid_request", _describe(exc.errors), errors=exc.errors)
 
     def _server_error(self, request: HttpRequest, exc: Exception) -> HttpResponse:
         log.error("error in %s %s", request.method, request.path, exc_info=exc)

@@ -4,6 +4,7 @@ events.conversation_out) described for the OpenAPI document, and the requests.""
 import uuid
 from typing import Annotated
 
+from django.conf import settings
 from ninja import Field, Path, Schema
 
 IsoTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -62,7 +63,7 @@ class ConversationPage(Schema):
 
 class ConversationIn(Schema):
     title: str = Field("", max_length=200)
-    system_prompt: str = Field("", max_length=20_000)
+    system_prompt: str = Field("", max_length=settings.CHAT_MAX_SYSTEM_PROMPT_CHARS)
 
 
 class ConversationPatch(Schema):

@@ -41,6 +41,9 @@ from .schemas import (
 
 # How long a stop waits for the run to save the reply before it answers.
 STOP_WAIT_S = 10.0
+# The furthest a list may start: past any real history, and far from the databases'
+# 64-bit limit on OFFSET (a larger number is a 400, not a database error).
+MAX_OFFSET = 1_000_000_000
 
 api = JsonAPI(
     title="chatsite API",
@@ -117,7 +120,7 @@ def _page(user, limit: int, offset: int) -> tuple[list[Conversation], int]:
 async def list_conversations(
     request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ):
     """Your conversations, the most recently active first."""
     found, count = await _page(request.auth, limit, offset)

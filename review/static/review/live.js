@@ -128,7 +128,10 @@
       const held = messages.get(data.id);
       if (held && held.status === "streaming" && data.status === "streaming" && held.seq > data.seq) return;
     }
-    for (const data of event.messages) upsert(data);
+    // The page may be the last of several: messages before its first belong to the
+    // earlier pages, not here.
+    const first = event.messages.findIndex((data) => messages.has(data.id));
+    for (const data of event.messages.slice(Math.max(first, 0))) upsert(data);
   }
 
   function applyToken(event) {
