@@ -380,8 +380,21 @@ def conversation_create(
     as an integration that sends a whole chat history brings them."""
     check_text(title, "title")
     check_text(system_prompt, "system_prompt")
+    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+        raise ChatError(
+            "system_prompt_too_long",
+            f"The system prompt has {len(system_prompt)} characters; "
+            f"the limit is {settings.CHAT_MAX_SYSTEM_PROMPT_CHARS}.",
+        )
     for _, content in turns:
         check_text(content, "messages")
+        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ChatError(
+                "message_too_long",
+                f"A message has {len(content)} characters; "
+                f"the limit is {settings.CHAT_MAX_MESSAGE_CHARS}.",
+                status=413,
+            )
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,

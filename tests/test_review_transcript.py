@@ -225,3 +225,22 @@ def test_text_markdown_would_hide_is_shown_as_typed_and_stays_inert(reader_clien
 def test_ordinary_nesting_is_still_rendered():
     html = render_markdown("> quoted\n>\n> - a list\n>   - nested **bold**")
     assert "<blockquote>" in html and "<strong>bold</strong>" in html
+
+
+def test_what_the_model_server_said_is_shown_to_staff(reader_client, reader):
+    conversation = build.conversation(reader, "upstream")
+    build.exchange(
+        conversation,
+        "hello",
+        "",
+        status="failed",
+        error={
+            "code": "model_error",
+            "detail": "The model server answered with an error (HTTP 500).",
+            "upstream": "InternalServerError: Error code: 500 - <b>boom</b>",
+        },
+    )
+    page = reader_client.get(change_url(conversation)).content.decode()
+    said = "The model server said: InternalServerError: Error code: 500 - &lt;b&gt;boom&lt;/b&gt;"
+    assert said in page
+    assert "<b>boom</b>" not in page
