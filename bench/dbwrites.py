@@ -35,8 +35,9 @@ async def measure(lengths: list[int], gap_ms: float) -> list[dict]:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from conversations import runs, services
     from conversations.models import Conversation
+    from conversations.runs import registry
+    from conversations.services import replies
 
     writes: list[str] = []
 
@@ -52,8 +53,8 @@ async def measure(lengths: list[int], gap_ms: float) -> list[dict]:
 
     # The first reply of a process imports and connects what it needs: not measured.
     first = await fresh_conversation()
-    warm_up = await services.reply_start(conversation=first, content="tokens=5")
-    await asyncio.wait_for(runs.local_run(warm_up.reply.id).task, 60)
+    warm_up = await replies.reply_start(conversation=first, content="tokens=5")
+    await asyncio.wait_for(registry.local_run(warm_up.reply.id).task, 60)
     watch = database_sync_to_async(lambda: connection.execute_wrappers.append(count_writes))
     await watch()
     results = []
@@ -61,11 +62,11 @@ async def measure(lengths: list[int], gap_ms: float) -> list[dict]:
         conversation = await fresh_conversation()
         writes.clear()
         started = time.monotonic()
-        exchange = await services.reply_start(
+        exchange = await replies.reply_start(
             conversation=conversation, content=f"tokens={tokens} gap_ms={gap_ms:g}"
         )
         exchange_writes = len(writes)
-        run = runs.local_run(exchange.reply.id)
+        run = registry.local_run(exchange.reply.id)
         await asyncio.wait_for(run.task, 120)
         duration_ms = (time.monotonic() - started) * 1000
         run_writes = len(writes) - exchange_writes

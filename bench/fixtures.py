@@ -29,9 +29,9 @@ def main() -> None:
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
 
-    from conversations.apikeys import create_api_key
     from conversations.llm import model_name
     from conversations.models import Conversation
+    from conversations.services.apikeys import create_api_key
 
     call_command("migrate", verbosity=0, interactive=False)
     user = get_user_model().objects.create_user(f"bench-{secrets.token_hex(4)}")

@@ -11,10 +11,19 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from chatsite.middleware import StaticFilesHandler, WebSocketOriginValidator  # noqa: E402
-from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations import routing as chat_routing  # noqa: E402
+from conversations.consumers import NoSuchPath  # noqa: E402
 from conversations.worker import WorkerTasksMiddleware  # noqa: E402
+from review import routing as review_routing  # noqa: E402
+
+websocket_urlpatterns = [
+    *chat_routing.websocket_urlpatterns,
+    *review_routing.websocket_urlpatterns,
+    re_path(r"", NoSuchPath.as_asgi()),  # anything else: refused at the handshake
+]
 
 application = WorkerTasksMiddleware(
     ProtocolTypeRouter(

@@ -1,3 +1,5 @@
+"""The conversations app."""
+
 from django.apps import AppConfig
 
 

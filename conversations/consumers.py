@@ -1,7 +1,10 @@
 """The WebSocket surface: ``/ws/conversations/<uuid>/``.
 
-A thin edge: it authorises the connection, parses frames and calls the services; the
-live events reach it through the conversation's group and leave through a Viewer.
+A thin edge. ``ViewerConsumer`` is the read-only part every live view shares (the chat,
+and staff's live transcript, which review/consumers.py builds on it): it authorises
+the connection, subscribes, sends the snapshot, answers ``resync`` and ``history``, and
+passes what the channel layer brings through a Viewer. ``ChatConsumer`` adds what the
+conversation's owner may do: send, stop, regenerate — parsed here, done by the services.
 """
 
 import asyncio
@@ -15,10 +18,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from . import events, runs, selectors, services, viewers
+from . import errors, events, selectors
 from .errors import ChatError
+from .live import control, layer
+from .live import viewer as live_viewer
+from .live.viewer import Viewer
 from .models import Conversation
-from .viewers import Viewer
+from .services import replies
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +33,6 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 # Closed after connecting: the channel layer was lost; the client reconnects.
 CLOSE_LIVE_LOST = 4503
-
-
-class RateLimited(ChatError):
-    def __init__(self, retry_after: float):
-        super().__init__(
-            "rate_limited",
-            f"Too many snapshot or history requests; try again in {retry_after:g} s.",
-            429,
-        )
-        self.retry_after = retry_after
 
 
 class Refused(Exception):
@@ -79,10 +75,12 @@ def message_id_field(request: dict, name: str = "message", *, required: bool) ->
             return str(uuid.UUID(value))
         except ValueError:
             pass
-    raise ChatError("invalid_field", f"`{name}` must be a message id.")
+    raise errors.invalid_field(name, "a message id")
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ViewerConsumer(AsyncWebsocketConsumer):
+    """A read-only live view of one conversation."""
+
     conversation = None
     viewer: Viewer | None = None
     watchdog: asyncio.Task | None = None
@@ -102,8 +100,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.watchdog.cancel()
 
     async def find_conversation(self, user, conversation_id) -> Conversation:
-        """The conversation this user may watch, or Refused. Viewers with other rules
-        (staff in the admin) override this and nothing else."""
+        """The conversation this user may watch, or Refused: their own."""
         conversation = await selectors.aconversation_for(user, conversation_id)
         if conversation is None:
             # Another user's conversation looks exactly like one that does not exist.
@@ -132,20 +129,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         try:
             # Subscribe before reading the snapshot, so no frame falls between the two.
-            await self.channel_layer.group_add(
-                runs.group_name(self.conversation.id), self.channel_name
-            )
+            await layer.join(layer.viewers_group(self.conversation.id), self.channel_name)
         except Exception:
             # Show what is saved, then close: the page reconnects with backoff and is
             # live again once the layer is back, rather than open and silently stale.
             log.warning(
                 "channel layer unreachable; viewer of %s told to retry", self.conversation.id
             )
-            await self.send_event(
-                events.error(
-                    "live_unavailable", "Live updates are unavailable right now; retrying."
-                )
-            )
+            await self.send_event(events.refusal(errors.live_retrying()))
             await self.send_snapshot()
             await self.close(code=CLOSE_LIVE_LOST)
             return
@@ -154,7 +145,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def watch_stalls(self) -> None:
         while True:
-            await asyncio.sleep(viewers.STALL_CHECK_S)
+            await asyncio.sleep(live_viewer.STALL_CHECK_S)
             try:
                 await self.viewer.check_stalled()
             except Exception:
@@ -164,48 +155,100 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Leaving never stops a reply: the run belongs to the server, not the socket.
         if self.viewer is not None:
             try:
-                await self.channel_layer.group_discard(
-                    runs.group_name(self.conversation.id), self.channel_name
-                )
+                await layer.leave(layer.viewers_group(self.conversation.id), self.channel_name)
             except Exception:
                 pass
 
     # --- client → server ----------------------------------------------------------------
 
+    def handlers(self) -> dict:
+        """What this consumer answers, by event type."""
+        return {events.RESYNC: self.on_resync, events.HISTORY_REQUEST: self.on_history}
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
+        client_id = None
         try:
             request = json.loads(text_data) if text_data is not None else None
+            if not isinstance(request, dict):
+                raise ValueError
         except ValueError:
             request = None
-        if not isinstance(request, dict):
-            await self.send_event(events.error("invalid_json", "Send one JSON object per frame."))
+        try:
+            if request is None:
+                raise ChatError(errors.INVALID_JSON)
+            if isinstance(request.get("client_id"), str):
+                client_id = request["client_id"]
+            handler = self.handlers().get(request.get("type"))
+            if handler is None:
+                raise errors.unknown_type(request.get("type"))
+            await handler(request)
+        except ChatError as exc:
+            await self.send_event(events.refusal(exc, client_id))
+
+    def check_rate(self) -> None:
+        wait = self.expensive.take()
+        if wait:
+            raise errors.rate_limited(wait)
+
+    async def on_resync(self, request: dict) -> None:
+        self.check_rate()
+        await self.send_snapshot()
+
+    async def on_history(self, request: dict) -> None:
+        before = message_id_field(request, "before", required=True)
+        self.check_rate()
+        page = await selectors.history(self.conversation.id, before)
+        if page is None:
+            raise errors.no_such_message()
+        await self.send_event(page)
+
+    # --- server → client ----------------------------------------------------------------
+
+    async def send_snapshot(self) -> None:
+        snapshot = await selectors.snapshot(self.conversation.id)
+        if snapshot is None:
+            await self.send_event(events.refusal(errors.deleted()))
+            await self.close(code=CLOSE_NOT_FOUND)
             return
-        handler = {
+        self.viewer.reset(snapshot)
+        await self.send_event(snapshot)
+
+    async def send_event(self, event: events.Event) -> None:
+        await self.send(text_data=events.dumps(event))
+
+    async def send_json_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    # --- channel layer → client ---------------------------------------------------------
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before it dispatches any message:
+        # a hop to the one ORM thread per frame per viewer, and per message from the
+        # client, each queued behind every ORM call of the process (bench/, figures 1, 4
+        # and 5). Every ORM call of this consumer goes through database_sync_to_async,
+        # which closes stale connections itself, so messages are handled directly.
+        if message["type"] in (control.FRAME, control.FILLED):
+            await self.viewer.on_message(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+
+class ChatConsumer(ViewerConsumer):
+    """The owner's live view, from which they also send, stop and regenerate."""
+
+    def handlers(self) -> dict:
+        return {
+            **super().handlers(),
             events.MESSAGE_SEND: self.on_send,
             events.REPLY_STOP: self.on_stop,
             events.REPLY_REGENERATE: self.on_regenerate,
-            events.RESYNC: self.on_resync,
-            events.HISTORY_REQUEST: self.on_history,
-        }.get(request.get("type"))
-        client_id = request.get("client_id") if isinstance(request.get("client_id"), str) else None
-        if handler is None:
-            await self.send_event(
-                events.error(
-                    "unknown_type", f"Unknown event type {request.get('type')!r}.", client_id
-                )
-            )
-            return
-        try:
-            await handler(request)
-        except RateLimited as exc:
-            await self.send_event(
-                events.error(exc.code, exc.detail, client_id, retry_after=exc.retry_after)
-            )
-        except ChatError as exc:
-            await self.send_event(events.error(exc.code, exc.detail, client_id))
+        }
 
     async def on_send(self, request: dict) -> None:
-        exchange = await services.reply_start(
+        exchange = await replies.reply_start(
             conversation=self.conversation,
             content=request.get("content"),
             client_id=request.get("client_id"),
@@ -226,64 +269,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_stop(self, request: dict) -> None:
         message_id = message_id_field(request, required=False)
-        await services.reply_stop(conversation=self.conversation, message_id=message_id)
+        await replies.reply_stop(conversation=self.conversation, message_id=message_id)
 
     async def on_regenerate(self, request: dict) -> None:
         message_id = message_id_field(request, required=True)
-        await services.reply_regenerate(conversation=self.conversation, message_id=message_id)
-
-    def check_rate(self) -> None:
-        wait = self.expensive.take()
-        if wait:
-            raise RateLimited(wait)
-
-    async def on_resync(self, request: dict) -> None:
-        self.check_rate()
-        await self.send_snapshot()
-
-    async def on_history(self, request: dict) -> None:
-        before = message_id_field(request, "before", required=True)
-        self.check_rate()
-        page = await selectors.history(self.conversation.id, before)
-        if page is None:
-            raise ChatError("not_found", "No such message in this conversation.", 404)
-        await self.send_event(page)
-
-    # --- server → client ----------------------------------------------------------------
-
-    async def send_snapshot(self) -> None:
-        snapshot = await selectors.snapshot(self.conversation.id)
-        if snapshot is None:
-            await self.send_event(events.error("not_found", "This conversation was deleted."))
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
-        self.viewer.reset(snapshot)
-        await self.send_event(snapshot)
-
-    async def send_event(self, event: events.Event) -> None:
-        await self.send(text_data=events.dumps(event))
-
-    async def send_json_text(self, text: str) -> None:
-        await self.send(text_data=text)
-
-    # --- channel layer → client ---------------------------------------------------------
-
-    async def dispatch(self, message: dict) -> None:
-        # Channels closes stale database connections before it dispatches any message:
-        # a hop to the one ORM thread per frame per viewer, and per message from the
-        # client, each queued behind every ORM call of the process (bench/, figures 1, 4
-        # and 5). Every ORM call of this consumer goes through database_sync_to_async,
-        # which closes stale connections itself, so the handler is called directly.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
-    async def chat_frame(self, frame: dict) -> None:
-        await self.viewer.on_frame(frame)
-
-    async def run_filled(self, reply: dict) -> None:
-        await self.viewer.on_filled(reply)
+        await replies.reply_regenerate(conversation=self.conversation, message_id=message_id)
 
 
 class NoSuchPath(AsyncWebsocketConsumer):

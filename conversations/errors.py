@@ -1,13 +1,167 @@
-"""ChatError: a refusal with a code clients can act on and a detail people can read.
+"""Refusals: the one error type, its codes, and what each says — written once here.
 
-Every surface turns it into its own shape (an ``error`` event on the WebSocket,
-``{"code", "detail"}`` from the JSON API, OpenAI's error object on ``/v1``).
+A ChatError carries a ``code`` clients act on, a ``detail`` people read, and the HTTP
+status it maps to. Every surface turns it into its own shape, built here too:
+``{"code", "detail"}`` on every HTTP surface of chatsite (``as_json``), an ``error``
+event on the WebSocket (events.error), and OpenAI's error object on ``/v1``
+(openai_compat.py). Codes whose detail depends on the case (a length, a limit) have a
+function here that words it.
 """
+
+from django.http import JsonResponse
+
+# Codes, with their status and their wording where it is always the same.
+NOT_FOUND = "not_found"
+LIVE_UNAVAILABLE = "live_unavailable"
+CONVERSATION_BUSY = "conversation_busy"
+NOT_STREAMING = "not_streaming"
+NOT_REGENERABLE = "not_regenerable"
+STOP_PENDING = "stop_pending"
+EMPTY_CONTENT = "empty_content"
+EMPTY_TITLE = "empty_title"
+INVALID_FIELD = "invalid_field"
+INVALID_JSON = "invalid_json"
+INVALID_CHARACTERS = "invalid_characters"
+MESSAGE_TOO_LONG = "message_too_long"
+SYSTEM_PROMPT_TOO_LONG = "system_prompt_too_long"
+TITLE_TOO_LONG = "title_too_long"
+TOO_MANY_REPLIES = "too_many_replies"
+RATE_LIMITED = "rate_limited"
+READ_ONLY = "read_only"
+UNKNOWN_TYPE = "unknown_type"
+MODEL_NOT_FOUND = "model_not_found"
+INVALID_MESSAGES = "invalid_messages"
+
+_STATUS = {
+    NOT_FOUND: 404,
+    LIVE_UNAVAILABLE: 503,
+    CONVERSATION_BUSY: 409,
+    NOT_STREAMING: 409,
+    STOP_PENDING: 504,
+    MESSAGE_TOO_LONG: 413,
+    TOO_MANY_REPLIES: 429,
+    RATE_LIMITED: 429,
+    READ_ONLY: 403,
+    MODEL_NOT_FOUND: 404,
+}
+
+_WORDING = {
+    NOT_FOUND: "No such conversation.",
+    LIVE_UNAVAILABLE: (
+        "Live updates are unavailable right now (the channel layer is down); "
+        "nothing was saved, try again shortly."
+    ),
+    CONVERSATION_BUSY: "A reply is still streaming in this conversation; stop it or wait.",
+    NOT_STREAMING: "No reply is streaming in this conversation.",
+    NOT_REGENERABLE: "Only the latest reply can be regenerated.",
+    STOP_PENDING: "The reply is stopping but was not saved yet.",
+    EMPTY_CONTENT: "The message is empty.",
+    EMPTY_TITLE: "A title cannot be empty.",
+    INVALID_JSON: "Send one JSON object per frame.",
+    READ_ONLY: "Staff watch conversations; they never write in them.",
+    INVALID_MESSAGES: "The last message must be the user's.",
+}
 
 
 class ChatError(Exception):
-    def __init__(self, code: str, detail: str, status: int = 400):
+    """A refusal: ``code``, ``detail`` (the code's own wording unless given), the HTTP
+    ``status`` (the code's own unless given), and for a rate limit, ``retry_after``
+    (seconds)."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str | None = None,
+        status: int | None = None,
+        *,
+        retry_after: float | None = None,
+    ):
+        detail = detail if detail is not None else _WORDING.get(code, code.replace("_", " "))
         super().__init__(detail)
         self.code = code
         self.detail = detail
-        self.status = status
+        self.status = status if status is not None else _STATUS.get(code, 400)
+        self.retry_after = retry_after
+
+    def as_json(self) -> dict:
+        found = {"code": self.code, "detail": self.detail}
+        if self.retry_after is not None:
+            found["retry_after"] = self.retry_after
+        return found
+
+
+def json_refusal(error: ChatError) -> JsonResponse:
+    """A refusal as the JSON every HTTP surface answers with."""
+    return JsonResponse(error.as_json(), status=error.status)
+
+
+# --- codes worded by their case -------------------------------------------------------------
+
+
+def deleted() -> ChatError:
+    return ChatError(NOT_FOUND, "This conversation was deleted.")
+
+
+def no_such_message() -> ChatError:
+    return ChatError(NOT_FOUND, "No such message in this conversation.")
+
+
+def live_lost() -> ChatError:
+    """Said on an open stream when the channel layer goes away under it."""
+    return ChatError(LIVE_UNAVAILABLE, "Live updates broke off; reconnect to resume.")
+
+
+def live_retrying() -> ChatError:
+    """Said to a WebSocket that connected while the channel layer is down."""
+    return ChatError(LIVE_UNAVAILABLE, "Live updates are unavailable right now; retrying.")
+
+
+def stop_unreachable() -> ChatError:
+    return ChatError(LIVE_UNAVAILABLE, "The stop could not reach the reply's worker; try again.")
+
+
+def too_long(what: str, length: int, limit: int) -> ChatError:
+    code = {"message": MESSAGE_TOO_LONG, "system prompt": SYSTEM_PROMPT_TOO_LONG}[what]
+    return ChatError(
+        code, f"The {what} has {length} characters; the limit is {limit}.", _STATUS.get(code)
+    )
+
+
+def title_too_long(limit: int) -> ChatError:
+    return ChatError(TITLE_TOO_LONG, f"A title has at most {limit} characters.")
+
+
+def invalid_field(name: str, expected: str) -> ChatError:
+    return ChatError(INVALID_FIELD, f"`{name}` must be {expected}.")
+
+
+def invalid_characters(field: str) -> ChatError:
+    return ChatError(
+        INVALID_CHARACTERS,
+        f"`{field}` contains a character that cannot be stored "
+        "(NUL or an unpaired UTF-16 surrogate).",
+    )
+
+
+def too_many_replies(limit: int) -> ChatError:
+    return ChatError(
+        TOO_MANY_REPLIES, f"You have {limit} replies streaming already; wait for one to finish."
+    )
+
+
+def rate_limited(retry_after: float) -> ChatError:
+    return ChatError(
+        RATE_LIMITED,
+        f"Too many snapshot or history requests; try again in {retry_after:g} s.",
+        retry_after=retry_after,
+    )
+
+
+def unknown_type(kind) -> ChatError:
+    return ChatError(UNKNOWN_TYPE, f"Unknown event type {kind!r}.")
+
+
+def model_not_found(name: str) -> ChatError:
+    return ChatError(
+        MODEL_NOT_FOUND, f"The model `{name}` does not exist or you do not have access to it."
+    )

@@ -7,6 +7,7 @@ table of events is in DESIGN.md; this module is its only implementation.
 import json
 from typing import Any
 
+from .errors import ChatError
 from .models import Conversation, Message
 
 PROTOCOL_VERSION = 1
@@ -161,6 +162,11 @@ def message_final(message: Message) -> Event:
 
 def conversation_updated(conversation: Conversation) -> Event:
     return {"type": CONVERSATION_UPDATED, "conversation": conversation_out(conversation)}
+
+
+def refusal(refused: ChatError, client_id: str | None = None) -> Event:
+    """The ``error`` event of a ChatError."""
+    return error(refused.code, refused.detail, client_id, retry_after=refused.retry_after)
 
 
 def error(

@@ -4,7 +4,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.http import JsonResponse
 
-from . import runs
+from .live import layer
 
 
 @database_sync_to_async
@@ -20,7 +20,7 @@ def _database_ok() -> bool:
 async def healthz(request) -> JsonResponse:
     checks = {
         "database": await _database_ok(),
-        "channel_layer": await runs.layer_reachable("health"),
+        "channel_layer": await layer.reachable("health"),
     }
     return JsonResponse(
         {"ok": all(checks.values()), **checks}, status=200 if all(checks.values()) else 503

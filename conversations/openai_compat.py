@@ -21,14 +21,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from channels.db import database_sync_to_async
 from django.http import HttpRequest
 
-from . import events, llm, services, sse
+from . import errors, events, llm, selectors, sse
+from .api.auth import ApiAuth
 from .api.errors import JsonAPI, field_path
-from .api.views import owned_conversation, start_reply
-from .apikeys import ApiAuth
-from .errors import ChatError
+from .live import streams, subscription
 from .models import Conversation, Message
 from .openai_requests import (
     ChatCompletionIn,
@@ -37,6 +35,7 @@ from .openai_requests import (
     refuse_unsupported,
     split,
 )
+from .services import conversations, replies
 
 log = logging.getLogger(__name__)
 
@@ -189,25 +188,8 @@ def failure(status: str, error: dict | None) -> tuple[int, dict]:
 
 def _model(name: str) -> str:
     if name != llm.model_name():
-        raise ChatError(
-            "model_not_found",
-            f"The model `{name}` does not exist or you do not have access to it.",
-            404,
-        )
+        raise errors.model_not_found(name)
     return name
-
-
-@database_sync_to_async
-def _new_conversation(owner, system: str, turns: list, content: str) -> Conversation:
-    services.check_streaming_limit(owner_id=owner.pk)
-    first = next((text for role, text in turns if role == "user"), content)
-    return services.conversation_create(
-        owner=owner,
-        source=Conversation.Source.API,
-        title=services.title_from(first),
-        system_prompt=system,
-        turns=turns,
-    )
 
 
 # --- endpoints --------------------------------------------------------------------------
@@ -230,31 +212,34 @@ async def chat_completions(request, body: ChatCompletionIn):
     system, turns, content = split(body.messages)
     max_tokens = completion_limit(body)
     options = {"max_tokens": max_tokens, "temperature": body.temperature}
-    services.check_send(content)
     if conversation_id := request.headers.get("X-Conversation-Id"):
-        conversation, created = await owned_conversation(request, conversation_id), False
-    else:
-        conversation, created = await _new_conversation(request.auth, system, turns, content), True
-    try:
-        subscription, exchange = await start_reply(
-            conversation, watch=True, content=content, options=options
+        conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+        exchange = await replies.reply_start(
+            conversation=conversation, content=content, options=options, watch=True
         )
-    except ChatError:
-        if created:  # a refusal saves nothing: not even the new conversation
-            await services.conversation_delete(conversation=conversation)
-        raise
+    else:
+        conversation, exchange = await conversations.conversation_start(
+            owner=request.auth,
+            source=Conversation.Source.API,
+            system_prompt=system,
+            turns=turns,
+            content=content,
+            options=options,
+            watch=True,
+        )
+    watching = exchange.subscription
     completion = Completion(exchange.reply, max_tokens=max_tokens)
     named = {"X-Conversation-Id": str(conversation.id)}  # where the exchange is saved
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = _stream(subscription, exchange, completion, include_usage)
+        chunks = _stream(watching, exchange, completion, include_usage)
         return sse.response(chunks, headers=named)
     try:
-        reply = await sse.final_message(subscription, str(exchange.reply.id))
+        reply = await subscription.final_message(watching, str(exchange.reply.id))
     finally:
-        await subscription.close()
+        await watching.close()
     if reply is None:
-        raise ChatError("not_found", "The conversation was deleted meanwhile.", 404)
+        raise errors.deleted()
     if reply.status == Message.Status.COMPLETED:
         response = openai_api.create_response(request, completion.completion(reply), status=200)
     else:
@@ -270,8 +255,8 @@ def _data(payload: dict | str) -> str:
 
 
 async def _stream(
-    subscription: sse.Subscription,
-    exchange: services.Exchange,
+    watching: subscription.Subscription,
+    exchange: replies.Exchange,
     completion: Completion,
     include_usage: bool,
 ) -> AsyncIterator[str]:
@@ -286,7 +271,7 @@ async def _stream(
     sent = ""
     try:
         yield _data(completion.chunk({"role": "assistant", "content": ""}, usage=usage))
-        async for item in sse.follow_reply(subscription, exchange):
+        async for item in streams.follow_reply(watching, exchange):
             event = item.event
             if event is None:
                 yield sse.PING
@@ -315,7 +300,7 @@ async def _stream(
         )
         yield _data(ended)
     finally:
-        await subscription.close()
+        await watching.close()
 
 
 def _reply_text(event: events.Event, reply_id: str, sent: str) -> str | None:

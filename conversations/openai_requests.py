@@ -12,6 +12,7 @@ from typing import Literal
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import errors
 from .errors import ChatError
 from .text import check_text
 
@@ -151,7 +152,7 @@ def _check_sizes(messages: list[ChatMessageIn]) -> None:
 def split(messages: list[ChatMessageIn]) -> tuple[str, list[tuple[str, str]], str]:
     """(system prompt, earlier turns, the new user message) of a request."""
     if messages[-1].role != "user":
-        raise ChatError("invalid_messages", "The last message must be the user's.")
+        raise ChatError(errors.INVALID_MESSAGES)
     _check_sizes(messages)
     system = "\n\n".join(_text(m) for m in messages if m.role in ("system", "developer"))
     turns = [(m.role, _text(m)) for m in messages[:-1] if m.role in ("user", "assistant")]

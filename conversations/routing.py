@@ -1,12 +1,9 @@
-from django.urls import path, re_path
+"""The chat's WebSocket routes; chatsite/asgi.py joins them with review's."""
 
-from review.consumers import TranscriptConsumer
+from django.urls import path
 
-from .consumers import ChatConsumer, NoSuchPath
+from .consumers import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/conversations/<uuid:conversation_id>/", ChatConsumer.as_asgi()),
-    # Staff's read-only live view of any conversation, from its admin page.
-    path("ws/admin/conversations/<uuid:conversation_id>/", TranscriptConsumer.as_asgi()),
-    re_path(r"", NoSuchPath.as_asgi()),
 ]

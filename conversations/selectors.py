@@ -1,4 +1,6 @@
-"""Read paths: who may see what, and what a viewer is shown when it joins."""
+"""Every read: who may see what, what a viewer is shown when it joins (a snapshot, a
+page of history), whether replies have ended, where an SSE stream resumes, and the
+sidebar's search."""
 
 import uuid
 from typing import Any
@@ -8,8 +10,10 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Length
 
-from . import events, runs
-from .models import Conversation, Message
+from . import errors, events
+from .errors import ChatError
+from .models import ApiKey, Conversation, Message
+from .runs import registry
 
 
 def conversations_for(user) -> QuerySet[Conversation]:
@@ -28,6 +32,15 @@ def conversation_for(user, conversation_id: Any) -> Conversation | None:
 
 
 aconversation_for = database_sync_to_async(conversation_for)
+
+
+async def aowned_conversation(user, conversation_id: Any) -> Conversation:
+    """The user's conversation, or ChatError not_found: another user's conversation looks
+    exactly like one that does not exist."""
+    conversation = await aconversation_for(user, conversation_id)
+    if conversation is None:
+        raise ChatError(errors.NOT_FOUND)
+    return conversation
 
 
 def latest_messages(conversation_id, *, before: Message | None = None) -> tuple[list, bool]:
@@ -67,9 +80,9 @@ def _conversation_and_messages(conversation_id, *, page: bool):
 def _as_published(messages: list[Message]) -> None:
     """A reply streaming in this process is shown from its run, exactly as far as its
     frames have been published; one streaming elsewhere is shown as last flushed, and
-    the viewer fills the difference (see viewers.py)."""
+    the viewer fills the difference (see live/viewer.py)."""
     for message in messages:
-        if message.status == Message.Status.STREAMING and (run := runs.local_run(message.id)):
+        if message.status == Message.Status.STREAMING and (run := registry.local_run(message.id)):
             message.content, message.seq = run.text(), run.seq
 
 
@@ -117,3 +130,56 @@ def conversations_matching(user, query: str) -> QuerySet[Conversation]:
     return found.filter(
         Q(title__icontains=query) | Q(messages__content__icontains=query)
     ).distinct()
+
+
+# --- whether replies ended -----------------------------------------------------------------
+
+
+def ended_replies(message_ids: list[str]) -> list[Message]:
+    """Those of the replies that are no longer streaming (in a final state)."""
+    return list(Message.objects.filter(pk__in=message_ids).exclude(status=Message.Status.STREAMING))
+
+
+aended_replies = database_sync_to_async(ended_replies)
+
+
+def saved_message(message_id: Any) -> Message | None:
+    """A message as the database holds it now (None once deleted)."""
+    return Message.objects.filter(pk=message_id).first()
+
+
+asaved_message = database_sync_to_async(saved_message)
+
+
+@database_sync_to_async
+def astreaming_reply(conversation: Conversation, message_id: str | None) -> Message | None:
+    """The conversation's streaming reply (the one named, if any)."""
+    replies = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
+    if message_id:
+        replies = replies.filter(pk=message_id)
+    return replies.first()
+
+
+@database_sync_to_async
+def aresume_point(conversation_id: Any, message_id: str) -> tuple[Message, bool] | None:
+    """The reply an SSE ``Last-Event-ID`` names, and whether anything came after it."""
+    try:
+        message_id = uuid.UUID(message_id)
+    except ValueError:
+        return None
+    reply = Message.objects.filter(
+        pk=message_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
+    ).first()
+    if reply is None:
+        return None
+    newer = Message.objects.filter(
+        conversation_id=conversation_id, created_at__gt=reply.created_at
+    ).exists()
+    return reply, newer
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+def keys_for(owner) -> list[ApiKey]:
+    return list(ApiKey.objects.filter(owner=owner))

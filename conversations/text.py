@@ -11,7 +11,7 @@ escapes, but they are not Unicode: no database or UTF-8 encoder accepts them).
   so the reply streams, saves and ends as usual.
 """
 
-from .errors import ChatError
+from . import errors
 
 REPLACEMENT = "\ufffd"
 
@@ -31,11 +31,7 @@ def _encodable(text: str) -> bool:
 def check_text(value: str, field: str) -> str:
     """``value`` as given, or ChatError when it holds a character that cannot be stored."""
     if not _encodable(value):
-        raise ChatError(
-            "invalid_characters",
-            f"`{field}` contains a character that cannot be stored "
-            "(NUL or an unpaired UTF-16 surrogate).",
-        )
+        raise errors.invalid_characters(field)
     return value
 
 

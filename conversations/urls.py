@@ -1,3 +1,5 @@
+"""The chat pages' URLs: the chat, its sidebar actions and the account pages."""
+
 from django.contrib.auth import views as auth_views
 from django.urls import path
 

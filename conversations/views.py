@@ -19,9 +19,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from . import events, llm, selectors, services
-from .errors import ChatError
+from . import events, llm, selectors
+from .errors import ChatError, json_refusal
 from .models import Conversation
+from .services import conversations
 
 HISTORY_LIMIT = 200
 
@@ -80,21 +81,14 @@ async def conversation_new(request: HttpRequest) -> HttpResponse:
     """Start a conversation with its first message (the composer of the new-chat page);
     the reply runs on the server while the browser follows.
 
-    A refusal saves nothing — as on ``/v1``: the conversation made for the message is
-    deleted again — and answers with the new-chat page, the reason shown and the text
-    back in the composer.
+    A refusal saves nothing (services.conversations.conversation_start) and answers with
+    the new-chat page, the reason shown and the text back in the composer.
     """
     user = await request.auser()
     # A submitted form sends its line breaks as CRLF; a message keeps plain newlines.
     content = request.POST.get("content", "").replace("\r\n", "\n")
     try:
-        services.check_send(content)
-        conversation = await database_sync_to_async(services.conversation_create)(owner=user)
-        try:
-            await services.reply_start(conversation=conversation, content=content)
-        except ChatError:
-            await services.conversation_delete(conversation=conversation)
-            raise
+        conversation, _ = await conversations.conversation_start(owner=user, content=content)
     except ChatError as refused:
         return await database_sync_to_async(_page)(request, refused=refused, draft=content)
     return redirect("conversation", conversation_id=conversation.id)
@@ -126,12 +120,12 @@ def _back(request: HttpRequest, default: str) -> str:
 async def conversation_rename(request: HttpRequest, conversation_id) -> HttpResponse:
     conversation = await _owned_conversation(request, conversation_id)
     try:
-        await services.conversation_rename(
+        await conversations.conversation_rename(
             conversation=conversation, title=request.POST.get("title", "")
         )
     except ChatError as exc:
         if _wants_json(request):
-            return JsonResponse({"code": exc.code, "detail": exc.detail}, status=exc.status)
+            return json_refusal(exc)
         messages.error(request, exc.detail)
     if _wants_json(request):
         return JsonResponse({"conversation": events.conversation_out(conversation)})
@@ -142,7 +136,7 @@ async def conversation_rename(request: HttpRequest, conversation_id) -> HttpResp
 @require_POST
 async def conversation_delete(request: HttpRequest, conversation_id) -> HttpResponse:
     conversation = await _owned_conversation(request, conversation_id)
-    await services.conversation_delete(conversation=conversation)
+    await conversations.conversation_delete(conversation=conversation)
     if _wants_json(request):
         return JsonResponse({"deleted": str(conversation_id)})
     # Never back to the page of the conversation just deleted.

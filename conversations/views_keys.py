@@ -10,7 +10,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import apikeys, llm
+from . import llm, selectors
+from .services import apikeys
 
 
 class ApiKeyForm(forms.Form):
@@ -32,7 +33,7 @@ def api_keys(request):
         "conversations/api_keys.html",
         {
             "form": form,
-            "keys": apikeys.keys_for(request.user),
+            "keys": selectors.keys_for(request.user),
             "new_key": new_key,
             "base_url": request.build_absolute_uri("/"),
             "model": llm.model_name(),

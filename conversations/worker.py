@@ -10,7 +10,7 @@ import weakref
 
 from django.conf import settings
 
-from . import services
+from .services import sweeper
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ async def sweep_periodically() -> None:
     while True:
         await asyncio.sleep(settings.CHAT_RUN_LEASE_S / 2)
         try:
-            await services.sweep_replies()
+            await sweeper.sweep_replies()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -1,3 +1,5 @@
+"""The review app: it registers the SQLite median aggregate its usage page needs."""
+
 from django.apps import AppConfig
 
 

@@ -7,7 +7,8 @@ never send, stop or regenerate as the user. Each connection is an audited readin
 
 from channels.db import database_sync_to_async
 
-from conversations.consumers import CLOSE_NOT_FOUND, ChatConsumer, Refused
+from conversations import errors, events
+from conversations.consumers import CLOSE_NOT_FOUND, Refused, ViewerConsumer
 from conversations.errors import ChatError
 from conversations.models import Conversation
 
@@ -28,7 +29,7 @@ def _open_transcript(user, conversation_id) -> Conversation | None:
     return conversation
 
 
-class TranscriptConsumer(ChatConsumer):
+class TranscriptConsumer(ViewerConsumer):
     async def find_conversation(self, user, conversation_id) -> Conversation:
         if not await database_sync_to_async(selectors.can_read_transcripts)(user):
             raise Refused(CLOSE_FORBIDDEN)
@@ -37,7 +38,9 @@ class TranscriptConsumer(ChatConsumer):
             raise Refused(CLOSE_NOT_FOUND)
         return conversation
 
-    async def on_send(self, request: dict) -> None:
-        raise ChatError("read_only", "Staff watch conversations; they never write in them.", 403)
+    def handlers(self) -> dict:
+        writes = (events.MESSAGE_SEND, events.REPLY_STOP, events.REPLY_REGENERATE)
+        return {**super().handlers(), **dict.fromkeys(writes, self.refuse_writing)}
 
-    on_stop = on_regenerate = on_send
+    async def refuse_writing(self, request: dict) -> None:
+        raise ChatError(errors.READ_ONLY)

@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from conversations import errors
 from conversations.errors import ChatError
 from conversations.models import Conversation, Message
 
@@ -25,11 +26,11 @@ _AUDIT_BATCH = 1000
 def check_feedback(rating: Any, comment: Any) -> tuple[int | None, str]:
     """Validate a rating (1, -1, or None to withdraw it) and its optional comment."""
     if isinstance(rating, bool) or rating not in (Feedback.Rating.UP, Feedback.Rating.DOWN, None):
-        raise ChatError("invalid_field", "`rating` must be 1, -1 or null.")
+        raise errors.invalid_field("rating", "1, -1 or null")
     if comment is None:
         comment = ""
     if not isinstance(comment, str):
-        raise ChatError("invalid_field", "`comment` must be a string.")
+        raise errors.invalid_field("comment", "a string")
     comment = comment.strip()
     if len(comment) > FEEDBACK_COMMENT_CHARS:
         raise ChatError(

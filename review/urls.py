@@ -1,3 +1,5 @@
+"""Ratings of replies from the chat page (views.py)."""
+
 from django.urls import path
 
 from . import views

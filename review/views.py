@@ -14,13 +14,13 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations import selectors as conversation_selectors
-from conversations.errors import ChatError
+from conversations.errors import ChatError, json_refusal
 
 from . import selectors, services
 
 
 def _refusal(code: str, detail: str, status: int) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+    return json_refusal(ChatError(code, detail, status))
 
 
 def _login_required(view):
@@ -75,5 +75,5 @@ def feedback_give(request, message_id):
             comment=body.get("comment", ""),
         )
     except ChatError as exc:
-        return _refusal(exc.code, exc.detail, exc.status)
+        return json_refusal(exc)
     return JsonResponse(_out(message.pk, feedback))

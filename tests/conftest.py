@@ -1,7 +1,7 @@
-"""Shared fixtures: users, conversations, WebSocket clients, the stub model server."""
+"""Shared fixtures: the test database, users, conversations, API keys, the stub model
+server, Redis and daphne workers. Helpers the tests import live in tests/helpers/."""
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -9,14 +9,11 @@ from pathlib import Path
 
 import pytest
 from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
-from django.test import AsyncClient
 
-from conversations import runs
+from conversations.runs import registry
 
 ROOT = Path(__file__).resolve().parent.parent
-FINAL_TYPES = {"message.completed", "message.failed", "message.cancelled", "message.interrupted"}
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +78,8 @@ def _fresh_layer_and_fast_model(settings):
 async def _runs_end_with_their_test():
     """A run left streaming would write to a database the next test has flushed."""
     yield
-    pending = [run.task for run in list(runs._runs.values()) if run.task]
-    for run in list(runs._runs.values()):
+    pending = [run.task for run in registry.running() if run.task]
+    for run in registry.running():
         run.stop()
     if pending:
         await asyncio.wait(pending, timeout=5)
@@ -100,57 +97,9 @@ def other_user(db):
 
 @pytest.fixture
 def conversation(user):
-    from conversations.services import conversation_create
+    from conversations.services.conversations import conversation_create
 
     return conversation_create(owner=user)
-
-
-async def session_cookie(user) -> str:
-    client = AsyncClient()
-    await client.aforce_login(user)
-    return client.cookies["sessionid"].value
-
-
-async def connect(user, conversation_id, *, origin="http://127.0.0.1:8000"):
-    """A WebSocket client through the whole ASGI stack (session auth, origin check)."""
-    from chatsite.asgi import application
-
-    headers = [(b"host", b"127.0.0.1:8000")]
-    if origin:
-        headers.append((b"origin", origin.encode()))
-    if user is not None:
-        headers.append((b"cookie", f"sessionid={await session_cookie(user)}".encode()))
-    communicator = WebsocketCommunicator(
-        application, f"/ws/conversations/{conversation_id}/", headers=headers
-    )
-    connected, code = await communicator.connect(timeout=5)
-    communicator.close_code = code
-    communicator.accepted = connected
-    if not connected:
-        await communicator.disconnect()  # as the server would: the consumer ends
-    return communicator
-
-
-async def receive(communicator, timeout: float = 5) -> dict:
-    return json.loads(await communicator.receive_from(timeout=timeout))
-
-
-async def receive_until_final(communicator, timeout: float = 15) -> list[dict]:
-    """Every event up to and including the first final event."""
-    received = []
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await receive(communicator, timeout=timeout)
-            received.append(event)
-            if event["type"] in FINAL_TYPES:
-                return received
-
-
-def joined_tokens(received: list[dict], message_id: str, after: int = 0) -> str:
-    tokens = [e for e in received if e["type"] == "token" and e["message"] == message_id]
-    seqs = [e["seq"] for e in tokens]
-    assert seqs == list(range(after + 1, after + 1 + len(tokens))), f"gap or repeat: {seqs}"
-    return "".join(e["content"] for e in tokens)
 
 
 @pytest.fixture(scope="session")
@@ -189,7 +138,7 @@ def pytest_report_header(config):
 @pytest.fixture
 def key(user) -> str:
     """An API key of ``user``, as its owner got it (shown once)."""
-    from .api_support import new_key
+    from .helpers.api import new_key
 
     return new_key(user)
 
@@ -200,7 +149,7 @@ def redis_url():
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    from .servers import start_redis
+    from .helpers.servers import start_redis
 
     redis = start_redis()
     yield redis.url
@@ -210,7 +159,7 @@ def redis_url():
 @pytest.fixture(scope="module")
 def daphne_server(django_db_setup, django_db_blocker):
     """One chatsite worker under daphne, on the test database, for a module's tests."""
-    from .servers import start_daphne
+    from .helpers.servers import start_daphne
 
     server = start_daphne(name="daphne")
     yield server

@@ -16,8 +16,8 @@ from django.utils import timezone
 from conversations.models import Conversation, Message
 from review.models import Feedback, TranscriptView
 
-from . import review_helpers as build
-from .review_helpers import READ, REVIEW
+from .helpers import review as build
+from .helpers.review import READ, REVIEW
 
 pytestmark = pytest.mark.django_db
 
@@ -461,7 +461,7 @@ def test_the_usage_page_renders_for_staff(reader_client, corpus):
 
 
 def test_the_usage_page_pages_its_per_user_rows(reader_client, corpus, monkeypatch):
-    monkeypatch.setattr("conversations.admin.USAGE_ROWS_PER_PAGE", 1)
+    monkeypatch.setattr("review.admin.conversations.USAGE_ROWS_PER_PAGE", 1)
     first = reader_client.get(reverse(USAGE) + "?days=7")
     pages = first.context["by_user_day"].paginator.num_pages
     assert pages == 4  # alice on three days, bob on one, within the week

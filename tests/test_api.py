@@ -10,12 +10,12 @@ from asgiref.sync import async_to_sync
 
 from conversations import events
 from conversations.api.schemas import MessageOut
-from conversations.apikeys import revoke_api_key
 from conversations.models import ApiKey, Conversation, Message
-from conversations.services import conversation_create
+from conversations.services.apikeys import revoke_api_key
+from conversations.services.conversations import conversation_create
 
-from .api_support import bearer, wait_until_final
-from .conftest import session_cookie
+from .helpers.api import bearer, wait_until_final
+from .helpers.ws import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,14 +9,14 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from conversations.apikeys import (
+from conversations.api.auth import key_owner
+from conversations.models import ApiKey
+from conversations.services.apikeys import (
     PREFIX_CHARS,
     create_api_key,
     hash_key,
-    key_owner,
     revoke_api_key,
 )
-from conversations.models import ApiKey
 
 
 def test_only_a_hash_and_a_prefix_of_a_key_are_stored(user):

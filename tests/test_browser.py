@@ -17,9 +17,9 @@ from django.test import Client
 from playwright.sync_api import Page, expect, sync_playwright
 
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.services.conversations import conversation_create
 
-from .servers import ROOT, start_daphne
+from .helpers.servers import ROOT, start_daphne
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

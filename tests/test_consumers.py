@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 
 from conversations.models import Message
 
-from .conftest import connect, joined_tokens, receive, receive_until_final
+from .helpers.ws import connect, joined_tokens, receive, receive_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -28,9 +28,9 @@ import yaml
 from django.core.management import get_commands
 from django.urls import resolve
 
-from .conftest import session_cookie
-from .protocol_client import WsViewer
-from .servers import ROOT, Server, free_port, start_daphne, wait_for_port
+from .helpers.protocol import WsViewer
+from .helpers.servers import ROOT, Server, free_port, start_daphne, wait_for_port
+from .helpers.ws import session_cookie
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 NGINX_CONF = (ROOT / "deploy" / "nginx.conf").read_text()

@@ -1,4 +1,4 @@
-"""Exactly once, every time: seeded, randomized campaigns (tests/chaos.py) against one
+"""Exactly once, every time: seeded, randomized campaigns (tests/helpers/chaos.py) against one
 worker (the in-memory layer) and two (Redis), with viewers joining late, dropping and
 resuming, resyncing, stopping and repeating sends while a worker is killed and
 restarted or paused past the lease.
@@ -14,10 +14,10 @@ import os
 import pytest
 from asgiref.sync import sync_to_async
 
-from . import chaos
-from .api_support import new_key, stub_env
-from .conftest import session_cookie
-from .servers import start_daphne
+from .helpers import chaos
+from .helpers.api import new_key, stub_env
+from .helpers.servers import start_daphne
+from .helpers.ws import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -18,13 +18,16 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 from django.utils import timezone
 
-from conversations import events, runs, services, viewers
+from conversations import events
+from conversations.live import control, viewer
 from conversations.models import Message
+from conversations.runs import writes
+from conversations.services import sweeper
 
-from .api_support import bearer, new_key, stub_env
-from .conftest import FINAL_TYPES, connect, receive, receive_until_final, session_cookie
-from .protocol_client import WsViewer
-from .servers import start_daphne
+from .helpers.api import bearer, new_key, stub_env
+from .helpers.protocol import FINAL_TYPES, WsViewer
+from .helpers.servers import start_daphne
+from .helpers.ws import connect, receive, receive_until_final, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +46,7 @@ async def events_within(ws, seconds: float) -> list[dict]:
 async def test_a_viewer_that_stays_connected_gets_the_final_event_once(
     monkeypatch, user, conversation
 ):
-    monkeypatch.setattr(viewers, "STALL_CHECK_S", 0.2)
+    monkeypatch.setattr(viewer, "STALL_CHECK_S", 0.2)
     ws = await connect(user, conversation.id)
     await receive(ws)
     await ws.send_json_to({"type": "message.send", "content": "Once, please"})
@@ -56,7 +59,7 @@ async def test_a_viewer_that_stays_connected_gets_the_final_event_once(
 
 
 async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user, conversation):
-    monkeypatch.setattr(viewers, "STALL_CHECK_S", 0.2)
+    monkeypatch.setattr(viewer, "STALL_CHECK_S", 0.2)
     orphan = await Message.objects.acreate(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -69,7 +72,7 @@ async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user,
     ws = await connect(user, conversation.id)
     snapshot = await receive(ws)
     assert snapshot["messages"][0]["status"] == "streaming"
-    await services.sweep_replies()
+    await sweeper.sweep_replies()
     received = await events_within(ws, 1.0)
     assert [e["type"] for e in received] == ["message.interrupted"]
     assert received[0]["message"]["content"] == "kept so far"
@@ -136,8 +139,8 @@ async def test_a_resume_near_the_end_gets_no_token_and_no_second_final(
     first = await stream.events_within(0.5)
     for seq in (5, 6, 7):
         token = events.token(str(conversation.id), str(reply.id), seq, f"t{seq} ")
-        await runs.publish(conversation.id, token)
-    await runs.publish(conversation.id, events.message_final(reply))
+        await control.publish(conversation.id, token)
+    await control.publish(conversation.id, events.message_final(reply))
     later = await stream.events_within(0.5)
     stream.close()
     received = first + later
@@ -218,7 +221,7 @@ async def test_a_reply_is_never_published_past_the_lease_window(settings, user, 
     settings.CHAT_OFFLINE_DELAY_MS = 20
     ws = await connect(user, conversation.id)
     await receive(ws)
-    flushes = runs._flushes()
+    flushes = writes.flushes()
     real_write = flushes.write
     held = asyncio.Event()
 

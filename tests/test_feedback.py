@@ -9,8 +9,8 @@ from django.urls import reverse
 from conversations.models import Message
 from review.models import Feedback
 
-from . import review_helpers as build
-from .review_helpers import READ
+from .helpers import review as build
+from .helpers.review import READ
 
 pytestmark = pytest.mark.django_db
 
@@ -86,7 +86,7 @@ def test_only_finished_assistant_replies_can_be_rated(alice, conversation, reply
     streaming = build.message(conversation, Message.Role.ASSISTANT, "so far", status="streaming")
     response = give(alice, streaming, 1)
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "not_final"
+    assert response.json()["code"] == "not_final"
     assert not Feedback.objects.exists()
 
 
@@ -106,7 +106,7 @@ def test_bad_ratings_are_refused(alice, reply, body, status, code):
         reverse("feedback-give", args=[reply.pk]), json.dumps(body), content_type="application/json"
     )
     assert response.status_code == status
-    assert response.json()["error"]["code"] == code
+    assert response.json()["code"] == code
     assert not Feedback.objects.exists()
 
 

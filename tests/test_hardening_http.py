@@ -15,7 +15,7 @@ from conversations import llm
 from conversations.api.views import MAX_OFFSET
 from conversations.models import Conversation, Message
 
-from .api_support import bearer
+from .helpers.api import bearer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

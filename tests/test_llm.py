@@ -9,7 +9,7 @@ from conversations import llm
 from conversations.models import Message
 from tests.fakes.openai_stub import TRICKY_CHUNKS
 
-from .conftest import connect, joined_tokens, receive, receive_until_final
+from .helpers.ws import connect, joined_tokens, receive, receive_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message
 
-from .api_support import stub_env
-from .conftest import FINAL_TYPES, session_cookie
-from .servers import start_daphne
+from .helpers.api import stub_env
+from .helpers.protocol import FINAL_TYPES
+from .helpers.servers import start_daphne
+from .helpers.ws import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

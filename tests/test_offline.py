@@ -2,7 +2,7 @@
 
 from langchain_core.messages import HumanMessage
 
-from conversations.offline import OfflineChatModel, compose_answer, tokenize
+from conversations.llm.offline import OfflineChatModel, compose_answer, tokenize
 
 
 async def test_it_streams_many_chunks_asynchronously():

@@ -14,14 +14,14 @@ from langchain_openai import ChatOpenAI
 from conversations import llm
 from conversations.models import Conversation, Message
 
-from .api_support import (
+from .fakes.openai_stub import TRICKY_CHUNKS
+from .helpers.api import (
     bearer,
     new_key,
     stub_env,
     wait_until_final,
 )
-from .fakes.openai_stub import TRICKY_CHUNKS
-from .servers import start_daphne
+from .helpers.servers import start_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

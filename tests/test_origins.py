@@ -9,7 +9,7 @@ import pytest
 import websockets
 from channels.testing import WebsocketCommunicator
 
-from .conftest import connect, session_cookie
+from .helpers.ws import connect, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

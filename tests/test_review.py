@@ -20,9 +20,9 @@ from review import exports, selectors, services
 from review.markdown import render_markdown
 from review.models import Feedback, TranscriptView
 
-from . import review_helpers as build
-from .conftest import connect, joined_tokens, receive, receive_until_final
-from .review_helpers import READ, REVIEW
+from .helpers import review as build
+from .helpers.review import READ, REVIEW
+from .helpers.ws import connect, joined_tokens, receive, receive_until_final
 
 CHANGELIST = "admin:conversations_conversation_changelist"
 

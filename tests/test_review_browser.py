@@ -12,8 +12,8 @@ from playwright.sync_api import expect
 from conversations.models import Message
 from review.models import Feedback
 
-from . import review_helpers as build
-from .review_helpers import READ
+from .helpers import review as build
+from .helpers.review import READ
 from .test_browser import context, logged_in, open_conversation, send, server  # noqa: F401
 from .test_browser import pytestmark as browser_marks
 

@@ -14,8 +14,8 @@ from review import transcript
 from review.markdown import render_markdown
 from review.models import TranscriptView
 
-from . import review_helpers as build
-from .review_helpers import READ
+from .helpers import review as build
+from .helpers.review import READ
 
 pytestmark = pytest.mark.django_db
 

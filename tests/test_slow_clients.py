@@ -19,11 +19,11 @@ from asgiref.sync import sync_to_async
 from httpx_sse import connect_sse
 
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.services.conversations import conversation_create
 
-from .api_support import bearer, new_key, read_events, stub_env
-from .conftest import connect, receive, session_cookie
-from .servers import start_daphne
+from .helpers.api import bearer, new_key, read_events, stub_env
+from .helpers.servers import start_daphne
+from .helpers.ws import connect, receive, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

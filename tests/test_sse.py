@@ -12,11 +12,13 @@ import websockets
 from asgiref.sync import sync_to_async
 from httpx_sse import connect_sse
 
-from conversations import sse, viewers
+from conversations import sse
+from conversations.live import streams
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.services.conversations import conversation_create
 
-from .api_support import (
+from .fakes.openai_stub import TRICKY_CHUNKS
+from .helpers.api import (
     bearer,
     new_key,
     read_events,
@@ -24,9 +26,9 @@ from .api_support import (
     tokens_of,
     wait_until_final,
 )
-from .conftest import FINAL_TYPES, session_cookie
-from .fakes.openai_stub import TRICKY_CHUNKS
-from .servers import start_daphne
+from .helpers.protocol import FINAL_TYPES
+from .helpers.servers import start_daphne
+from .helpers.ws import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -349,8 +351,8 @@ def test_last_event_ids_are_parsed_strictly():
 async def test_an_idle_stream_sends_a_ping(monkeypatch, user, conversation):
     from django.test import AsyncClient
 
-    monkeypatch.setattr(sse, "HEARTBEAT_S", 0.2)
-    monkeypatch.setattr(viewers, "STALL_CHECK_S", 0.1)
+    monkeypatch.setattr(streams, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(streams, "STALL_CHECK_S", 0.1)
     key = await sync_to_async(new_key)(user)
     response = await AsyncClient().get(
         f"/api/conversations/{conversation.id}/events", headers=bearer(key)

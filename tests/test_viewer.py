@@ -1,4 +1,4 @@
-"""The Viewer (conversations/viewers.py) on its own: frames in, what one client is sent
+"""The Viewer (conversations/live/viewer.py) on its own: frames in, what one client is sent
 out. No server, no channel layer: frames are built as runs and services build them."""
 
 import json
@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from conversations import events, runs, viewers
+from conversations import events
+from conversations.live import control, viewer
 from conversations.models import Conversation, Message
 
 CONVERSATION = str(uuid.uuid4())
@@ -19,7 +20,7 @@ class Client:
         self.sent: list[dict] = []
         self.resyncs = 0
         self.snapshot: dict | None = None
-        self.viewer = viewers.Viewer(
+        self.viewer = viewer.Viewer(
             conversation_id=CONVERSATION, channel_name="test", emit=self.emit, resync=self.resync
         )
 
@@ -36,7 +37,7 @@ class Client:
 
 
 def token(reply: str, seq: int, text: str = "x") -> dict:
-    return runs.frame_message(events.token(CONVERSATION, reply, seq, text))
+    return control.frame(events.token(CONVERSATION, reply, seq, text))
 
 
 def message(reply: str, *, status="streaming", seq=0, content="") -> Message:
@@ -52,11 +53,11 @@ def message(reply: str, *, status="streaming", seq=0, content="") -> Message:
 
 
 def started(reply: str) -> dict:
-    return runs.frame_message(events.message_created(message(reply)))
+    return control.frame(events.message_created(message(reply)))
 
 
 def final(reply: str, content: str = "xxx", status="completed") -> dict:
-    return runs.frame_message(
+    return control.frame(
         events.message_final(message(reply, status=status, seq=3, content=content))
     )
 
@@ -142,9 +143,9 @@ async def test_a_stall_check_sends_the_saved_final_once(settings, user, reply):
     await client.viewer.on_frame(started(reply))
     saved.status, saved.content, saved.seq = Message.Status.INTERRUPTED, "", 0
     await saved.asave()
-    client.viewer.last_frame_at -= viewers.STALL_CHECK_S + 1
+    client.viewer.last_frame_at -= viewer.STALL_CHECK_S + 1
     await client.viewer.check_stalled()
-    client.viewer.last_frame_at -= viewers.STALL_CHECK_S + 1
+    client.viewer.last_frame_at -= viewer.STALL_CHECK_S + 1
     await client.viewer.check_stalled()  # asks again: the reply is no longer held
     await client.viewer.on_frame(final(reply, content="", status="interrupted"))
     assert client.kinds() == ["message.created", "message.interrupted"]

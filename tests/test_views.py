@@ -11,9 +11,9 @@ from django.core.management import CommandError, call_command
 from django.test import AsyncClient
 from django.urls import reverse
 
-from conversations import runs
+from conversations.live import layer as live_layer
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.services.conversations import conversation_create
 
 # Transactional: the async views reach the ORM through Channels' database_sync_to_async,
 # which closes the connection a test transaction would live on.
@@ -302,7 +302,7 @@ def test_the_page_labels_the_offline_model(alice_client, conversation):
 async def test_rename_tells_every_viewer(user, conversation):
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(runs.group_name(conversation.id), channel)
+    await layer.group_add(live_layer.viewers_group(conversation.id), channel)
     client = AsyncClient()
     await client.aforce_login(user)
     response = await client.post(

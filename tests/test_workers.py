@@ -15,9 +15,9 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Message
 
-from .conftest import session_cookie
-from .protocol_client import WsViewer
-from .servers import start_daphne, start_redis
+from .helpers.protocol import WsViewer
+from .helpers.servers import start_daphne, start_redis
+from .helpers.ws import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -150,7 +150,7 @@ async def test_dropped_frames_still_end_with_the_exact_stored_text(
     # All of a process's viewers share one Redis list. With a capacity of 1 and two
     # fast replies feeding worker B's list at once (one running on A, one on B itself),
     # channels_redis drops frames silently on the way to B's viewers.
-    from conversations.services import conversation_create
+    from conversations.services.conversations import conversation_create
 
     second = await database_sync_to_async(conversation_create)(owner=user)
     fast = {"CHANNEL_CAPACITY": 1, "CHAT_FRAME_INTERVAL_MS": 0, "CHAT_OFFLINE_DELAY_MS": 1}

@@ -18,8 +18,9 @@ from django.urls import re_path
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from ..apikeys import CsrfFailed
+from .. import errors
 from ..errors import ChatError
+from .auth import CsrfFailed
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class JsonAPI(NinjaAPI):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         handlers = {
-            ChatError: lambda request, exc: self.error(request, exc.status, exc.code, exc.detail),
+            ChatError: lambda request, exc: self.refuse(request, exc),
             ValidationError: self._invalid,
             RequestDataTooBig: lambda request, exc: self.error(
                 request,
@@ -51,6 +52,9 @@ class JsonAPI(NinjaAPI):
         for exc_class, handler in handlers.items():
             self.add_exception_handler(exc_class, handler)
 
+    def refuse(self, request: HttpRequest, exc: ChatError):
+        return self.error(request, exc.status, exc.code, exc.detail)
+
     def error(self, request: HttpRequest, status: int, code: str, detail: str, **extra):
         response = self.create_response(
             request, {"code": code, "detail": detail, **extra}, status=status
@@ -66,12 +70,8 @@ class JsonAPI(NinjaAPI):
             # pydantic refuses a lone surrogate in a constrained string before the
             # services see it: answer as they would (text.check_text).
             if error.get("type") == "string_unicode":
-                field = ".".join(field_path(error))
-                detail = (
-                    f"`{field}` contains a character that cannot be stored "
-                    "(NUL or an unpaired UTF-16 surrogate)."
-                )
-                return self.error(request, 400, "invalid_characters", detail, errors=[error])
+                refused = errors.invalid_characters(".".join(field_path(error)))
+                return self.error(request, 400, refused.code, refused.detail, errors=[error])
         return self.error(request, 400, "invalid_request", _describe(exc.errors), errors=exc.errors)
 
     def _server_error(self, request: HttpRequest, exc: Exception) -> HttpResponse:

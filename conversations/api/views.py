@@ -1,25 +1,24 @@
 """The integration API under ``/api/``: conversations as JSON, replies as Server-Sent
 Events, live subscriptions, stop.
 
-A thin edge like the WebSocket consumer: it parses, authorises (apikeys.ApiAuth) and
-calls the services; the live streams come from sse.py. Every answer is JSON, errors
-included (``{"code", "detail"}``), except the event streams. The objects are the event
-protocol's own (events.message_out, events.conversation_out); schemas.py describes
-them for the OpenAPI document.
+A thin edge like the WebSocket consumer: it parses, authorises (auth.ApiAuth) and
+calls the services; the live streams come from live/streams.py, framed by sse.py.
+Every answer is JSON, errors included (``{"code", "detail"}``), except the event
+streams. The objects are the event protocol's own (events.message_out,
+events.conversation_out); schemas.py describes them for the OpenAPI document.
 """
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from channels.db import database_sync_to_async
-from django.http import HttpRequest
 from ninja import Query, Status
 
-from .. import events, selectors, services, sse
-from ..apikeys import ApiAuth
+from .. import errors, events, selectors, sse
 from ..errors import ChatError
+from ..live import streams, subscription
 from ..models import Conversation
+from ..services import conversations, replies
+from .auth import ApiAuth
 from .errors import JsonAPI
 from .schemas import (
     CONVERSATIONS,
@@ -62,49 +61,6 @@ api = JsonAPI(
 # --- helpers ----------------------------------------------------------------------------
 
 
-async def owned_conversation(request: HttpRequest, conversation_id) -> Conversation:
-    conversation = await selectors.aconversation_for(request.auth, conversation_id)
-    if conversation is None:
-        # Another user's conversation looks exactly like one that does not exist.
-        raise ChatError("not_found", "No such conversation.", 404)
-    return conversation
-
-
-async def subscribe(conversation: Conversation) -> sse.Subscription:
-    try:
-        return await sse.Subscription.open(conversation.id)
-    except Exception as exc:
-        raise ChatError(
-            "live_unavailable", "Live updates are unavailable right now; try again.", 503
-        ) from exc
-
-
-async def start_reply(
-    conversation: Conversation, *, watch: bool, **send
-) -> tuple[sse.Subscription | None, services.Exchange]:
-    """Start a reply (services.reply_start with ``send``); with ``watch``, subscribe to
-    the conversation first, so that no event of the reply is missed."""
-    subscription = await subscribe(conversation) if watch else None
-    try:
-        # Shielded: a client that hangs up mid-call must not cut a send in half.
-        exchange = await asyncio.shield(services.reply_start(conversation=conversation, **send))
-    except BaseException:
-        if subscription is not None:
-            await subscription.close()
-        raise
-    return subscription, exchange
-
-
-async def _framed(subscription: sse.Subscription, items) -> AsyncIterator[str]:
-    try:
-        yield sse.OPENING
-        async for item in items:
-            yield sse.encode(item.text, item.event) if item.event else sse.PING
-    finally:
-        # Also when the client hangs up: it detaches this viewer; the reply goes on.
-        await subscription.close()
-
-
 @database_sync_to_async
 def _page(user, limit: int, offset: int) -> tuple[list[Conversation], int]:
     found = selectors.conversations_for(user)
@@ -139,7 +95,7 @@ async def list_conversations(
     tags=[CONVERSATIONS],
 )
 async def create_conversation(request, body: ConversationIn):
-    conversation = await database_sync_to_async(services.conversation_create)(
+    conversation = await database_sync_to_async(conversations.conversation_create)(
         owner=request.auth,
         source=Conversation.Source.API,
         title=body.title.strip(),
@@ -157,10 +113,10 @@ async def create_conversation(request, body: ConversationIn):
 )
 async def read_conversation(request, conversation_id: ConversationId):
     """A reply that is streaming shows the text saved so far (at most 250 ms old)."""
-    conversation = await owned_conversation(request, conversation_id)
+    conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     snapshot = await selectors.snapshot(conversation.id, page=False)
     if snapshot is None:
-        raise ChatError("not_found", "No such conversation.", 404)
+        raise ChatError(errors.NOT_FOUND)
     return {**snapshot["conversation"], "messages": snapshot["messages"]}
 
 
@@ -171,8 +127,10 @@ async def read_conversation(request, conversation_id: ConversationId):
     tags=[CONVERSATIONS],
 )
 async def rename_conversation(request, conversation_id: ConversationId, body: ConversationPatch):
-    conversation = await owned_conversation(request, conversation_id)
-    conversation = await services.conversation_rename(conversation=conversation, title=body.title)
+    conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+    conversation = await conversations.conversation_rename(
+        conversation=conversation, title=body.title
+    )
     return events.conversation_out(conversation)
 
 
@@ -183,8 +141,8 @@ async def rename_conversation(request, conversation_id: ConversationId, body: Co
     tags=[CONVERSATIONS],
 )
 async def delete_conversation(request, conversation_id: ConversationId):
-    conversation = await owned_conversation(request, conversation_id)
-    await services.conversation_delete(conversation=conversation)
+    conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+    await conversations.conversation_delete(conversation=conversation)
     return Status(204, None)
 
 
@@ -208,10 +166,10 @@ async def send_message(request, conversation_id: ConversationId, body: SendIn):
     Refusals (400, 404, 409 a reply is streaming, 413, 429) come before anything is
     saved; a repeated `client_id` starts nothing and answers with the earlier send.
     """
-    conversation = await owned_conversation(request, conversation_id)
+    conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     streamed = sse.wants_event_stream(request)
-    subscription, exchange = await start_reply(
-        conversation, watch=streamed, content=body.content, client_id=body.client_id
+    exchange = await replies.reply_start(
+        conversation=conversation, content=body.content, client_id=body.client_id, watch=streamed
     )
     if not streamed:
         return Status(
@@ -223,7 +181,10 @@ async def send_message(request, conversation_id: ConversationId, body: SendIn):
                 "created": exchange.created,
             },
         )
-    return sse.response(_framed(subscription, sse.follow_reply(subscription, exchange)))
+    watching = exchange.subscription
+    return sse.response(
+        sse.framed(streams.follow_reply(watching, exchange), on_close=watching.close)
+    )
 
 
 @api.get(
@@ -238,10 +199,10 @@ async def conversation_events(request, conversation_id: ConversationId):
     worker runs the reply. Reconnect with `Last-Event-ID: <reply>:<seq>` to go on right
     after that token (no duplicate, no gap), or get the final event of a reply that
     ended meanwhile."""
-    conversation = await owned_conversation(request, conversation_id)
-    subscription = await subscribe(conversation)  # before the snapshot is read
-    last_event_id = request.headers.get("Last-Event-ID")
-    return sse.response(_framed(subscription, sse.live_events(subscription, last_event_id)))
+    conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+    watching = await replies.subscribe(conversation.id)  # before the snapshot is read
+    resume = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
+    return sse.response(sse.framed(streams.live_events(watching, resume), on_close=watching.close))
 
 
 @api.post(
@@ -254,16 +215,16 @@ async def conversation_events(request, conversation_id: ConversationId):
 async def stop_reply(request, conversation_id: ConversationId, body: StopIn | None = None):
     """Stops the conversation's streaming reply (or the one named) wherever it runs,
     and answers with it as saved. 409 when nothing is streaming."""
-    conversation = await owned_conversation(request, conversation_id)
-    subscription = await subscribe(conversation)  # before the stop: the final is heard
+    conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+    watching = await replies.subscribe(conversation.id)  # before the stop: the final is heard
     try:
-        message_id = await services.reply_stop(
+        message_id = await replies.reply_stop(
             conversation=conversation,
             message_id=str(body.message) if body and body.message else None,
         )
-        reply = await sse.final_message(subscription, message_id, patience_s=STOP_WAIT_S)
+        reply = await subscription.final_message(watching, message_id, patience_s=STOP_WAIT_S)
     finally:
-        await subscription.close()
+        await watching.close()
     if reply is None or not reply.is_final:
-        raise ChatError("stop_pending", "The reply is stopping but was not saved yet.", 504)
+        raise ChatError(errors.STOP_PENDING)
     return events.message_out(reply)

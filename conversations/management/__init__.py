@@ -1,0 +1,1 @@
+"""chatsite's management commands."""

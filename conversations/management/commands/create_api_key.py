@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.apikeys import create_api_key
+from conversations.services.apikeys import create_api_key
 
 
 class Command(BaseCommand):

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from chatsite.server import ChatCommandLineInterface
-from conversations import runs, services
+from conversations.runs import registry
+from conversations.services import sweeper
 
 log = logging.getLogger("conversations")
 
@@ -27,9 +28,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, proxy_headers: bool, **options):
-        runs.set_worker_id(settings.CHAT_WORKER_ID or f"{socket.gethostname()}:{port}")
+        registry.set_worker_id(settings.CHAT_WORKER_ID or f"{socket.gethostname()}:{port}")
         try:
-            async_to_sync(services.sweep_own_replies)()
+            async_to_sync(sweeper.sweep_own_replies)()
         except Exception:
             log.warning(
                 "could not end this worker's earlier replies; the lease will", exc_info=True

@@ -2,10 +2,11 @@
 // WebSocket (event protocol v1). markdown.js renders replies; sidebar.js owns the list
 // of conversations.
 //
-// Live state is a map of messages by id. A token applies when its seq is exactly one
-// more than what the message holds, is ignored when already held, and a gap asks the
-// server for a fresh snapshot. Final events replace the text with the stored text; a
-// snapshot never takes back text this page already shows.
+// Live state is a map of messages by id, kept by the protocol's rules (protocol.js): a
+// token applies when its seq is exactly one more than what the message holds, is
+// ignored when already held, and a gap asks the server for a fresh snapshot. Final
+// events replace the text with the stored text; a snapshot never takes back text this
+// page already shows.
 (() => {
   "use strict";
 
@@ -164,6 +165,7 @@
     const conversationId = pane.dataset.conversation;
     const messageTemplate = $("#message-template");
     const markdown = chatsite.markdown || { ready: false };
+    const protocol = chatsite.protocol;
 
     const messages = new Map(); // id -> {data, el, body, ...}
     const pending = new Map(); // client_id -> content: sent, not yet confirmed
@@ -320,18 +322,12 @@
       m.el.dispatchEvent(new CustomEvent("chatsite:message", { bubbles: true, detail: m.data }));
     }
 
-    // An incoming copy is older than the held one when it would take text back.
-    function isOlder(incoming, held) {
-      if (incoming.status !== "streaming") return false;
-      return held.status !== "streaming" || incoming.seq < held.seq;
-    }
-
     function upsert(data) {
       let m = messages.get(data.id);
       if (!m) {
         m = createMessage(data);
         structureChanged = true;
-      } else if (isOlder(data, m.data)) {
+      } else if (protocol.isOlder(data, m.data)) {
         return;
       } else {
         if (m.data.status !== data.status) structureChanged = true;
@@ -414,9 +410,9 @@
 
     function applyToken(event) {
       const m = messages.get(event.message);
-      if (!m) return requestResync();
-      if (m.data.status !== "streaming" || event.seq <= m.data.seq) return; // already held
-      if (event.seq !== m.data.seq + 1) return requestResync();
+      const action = protocol.tokenAction(m ? m.data : null, event);
+      if (action === "resync") return requestResync();
+      if (action === "ignore") return;
       m.data.content += event.content;
       m.data.seq = event.seq;
       schedule(m);

@@ -142,7 +142,7 @@
       });
       const body = await response.json().catch(() => ({}));
       if (!response.ok) {
-        status.textContent = (body.error && body.error.detail) || "Could not save the rating.";
+        status.textContent = body.detail || "Could not save the rating.";
         return;
       }
       if (body.rating === null) ratings.delete(messageId);

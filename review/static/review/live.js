@@ -1,5 +1,5 @@
 // A conversation's transcript in the admin, kept live over a read-only WebSocket
-// (/ws/admin/conversations/<id>/, event protocol v1, the chat page's seq rules).
+// (/ws/admin/conversations/<id>/, event protocol v1, the seq rules of protocol.js).
 //
 // Messages the server rendered (sanitised Markdown) stay as they are until they change.
 // A message that streams, starts or ends here is shown as plain text (textContent):
@@ -9,6 +9,7 @@
 
   const root = document.getElementById("transcript");
   if (!root || !root.dataset.livePath || !window.WebSocket) return;
+  const protocol = window.chatsite.protocol; // conversations/protocol.js
   const liveNote = document.getElementById("transcript-live");
   const messages = new Map(); // id -> {el, status, seq, content}
   const dirty = new Set();
@@ -123,22 +124,20 @@
   }
 
   function applySnapshot(event) {
-    // A snapshot older than what the page holds would take text away: ignore it.
-    for (const data of event.messages) {
-      const held = messages.get(data.id);
-      if (held && held.status === "streaming" && data.status === "streaming" && held.seq > data.seq) return;
-    }
     // The page may be the last of several: messages before its first belong to the
-    // earlier pages, not here.
+    // earlier pages, not here. A copy older than what the page holds would take text
+    // away: it is skipped.
     const first = event.messages.findIndex((data) => messages.has(data.id));
-    for (const data of event.messages.slice(Math.max(first, 0))) upsert(data);
+    for (const data of event.messages.slice(Math.max(first, 0))) {
+      if (!protocol.isOlder(data, messages.get(data.id))) upsert(data);
+    }
   }
 
   function applyToken(event) {
     const held = messages.get(event.message);
-    if (!held || held.content == null) return send({ type: "resync" });
-    if (event.seq <= held.seq) return; // already held
-    if (event.seq !== held.seq + 1) return send({ type: "resync" });
+    const action = protocol.tokenAction(held && held.content != null ? held : null, event);
+    if (action === "resync") return send({ type: "resync" });
+    if (action === "ignore") return;
     held.content += event.content;
     held.seq = event.seq;
     schedule(event.message);

@@ -1,68 +1,24 @@
-"""API keys: making, revoking and checking the keys integrations authenticate with.
-
-A key is ``chs_<8 characters>_<secret>``. Its first 12 characters (the prefix) are
-stored in clear to find the row and to show people which key is which; of the whole
-key only a SHA-256 hash is stored, compared in constant time. Keys are 256-bit random
-strings, so a fast hash is enough: there is nothing to brute-force. No key is ever
-logged; the Authorization header is not either.
-"""
+"""Who calls the HTTP APIs: ``Authorization: Bearer <API key>``, else the browser's
+session (with its CSRF token on anything but a read)."""
 
 import hashlib
 import hmac
-import secrets
-import string
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.errors import AuthenticationError, HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
-from .models import ApiKey
+from ..models import ApiKey
+from ..services.apikeys import KEY_START, PREFIX_CHARS, hash_key
 
-KEY_START = "chs_"
-PREFIX_CHARS = len(KEY_START) + 8
 # last_used_at is written at most this often per key, not on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-_ALPHABET = string.ascii_letters + string.digits
 _NO_MATCH = hashlib.sha256(b"no such key").hexdigest()
-
-
-def hash_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def create_api_key(*, owner, name: str = "") -> tuple[ApiKey, str]:
-    """A new key for ``owner``; returns the saved row and the key, which is shown once."""
-    for _ in range(5):
-        prefix = KEY_START + "".join(secrets.choice(_ALPHABET) for _ in range(8))
-        raw = f"{prefix}_{secrets.token_urlsafe(32)}"
-        try:
-            with transaction.atomic():
-                key = ApiKey.objects.create(
-                    owner=owner, name=name.strip()[:100], prefix=prefix, hashed_key=hash_key(raw)
-                )
-        except IntegrityError:  # a prefix taken already: 62**8 makes this rare
-            continue
-        return key, raw
-    raise RuntimeError("could not find a free API key prefix")
-
-
-def revoke_api_key(*, owner, key_id: int) -> bool:
-    """Revoke one of ``owner``'s keys; it stops working with the next request."""
-    return bool(
-        ApiKey.objects.filter(owner=owner, pk=key_id, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
-        )
-    )
-
-
-def keys_for(owner) -> list[ApiKey]:
-    return list(ApiKey.objects.filter(owner=owner))
 
 
 def key_owner(raw: str):

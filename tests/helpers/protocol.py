@@ -1,6 +1,7 @@
-"""A reference viewer for tests: applies protocol events to a local state, as a client
-must (DESIGN.md, "Event protocol"), so a test can compare what a viewer ends up holding
-with what the database holds."""
+"""The protocol as the tests hold clients to it: the final event types, a reference
+viewer that applies events to a local state as a client must (docs/protocol.md), so a
+test can compare what a viewer ends up holding with what the database holds, and a
+WebSocket viewer of a real worker."""
 
 import asyncio
 import json

@@ -3,10 +3,10 @@
 import json
 import time
 
-from conversations.apikeys import create_api_key
 from conversations.models import Message
+from conversations.services.apikeys import create_api_key
 
-from .conftest import FINAL_TYPES
+from .protocol import FINAL_TYPES
 
 
 def stub_env(stub_server: str, **extra: str) -> dict:

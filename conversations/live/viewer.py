@@ -13,11 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
-
-from . import events, runs
-from .models import Message
+from .. import events, selectors
+from ..runs import registry
+from . import control
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +84,13 @@ class Viewer:
         self.gaps.pop(message_id, None)
         await self.emit(text)
 
+    async def on_message(self, message: dict) -> None:
+        """Whatever the channel layer brought this viewer's channel."""
+        if message["type"] == control.FRAME:
+            await self.on_frame(message)
+        elif message["type"] == control.FILLED:
+            await self.on_filled(message)
+
     async def on_frame(self, frame: dict) -> None:
         self.last_frame_at = time.monotonic()
         message_id, seq = frame["message"], frame["seq"]
@@ -134,7 +139,7 @@ class Viewer:
                 have + 1,
                 frame["seq"] - 1,
             )
-        run = runs.local_run(message_id)
+        run = registry.local_run(message_id)
         if run is not None:
             await self.on_filled(
                 {"message": message_id, "after": have, "frames": run.frames_after(have)}
@@ -144,14 +149,8 @@ class Viewer:
             return
         self.gaps[message_id] = _Gap(since=time.monotonic(), held_back=[frame] if frame else [])
         try:
-            await get_channel_layer().group_send(
-                runs.control_group(self.conversation_id),
-                {
-                    "type": "run.fill",
-                    "message": message_id,
-                    "after": have,
-                    "reply_to": self.channel_name,
-                },
+            await control.ask_to_fill(
+                self.conversation_id, message_id, after=have, reply_to=self.channel_name
             )
         except Exception:
             log.warning("could not ask for the frames of reply %s; resyncing", message_id)
@@ -179,7 +178,7 @@ class Viewer:
         if not self.held or time.monotonic() - self.last_frame_at < STALL_CHECK_S:
             return
         self.last_frame_at = time.monotonic()
-        for message in await _ended(list(self.held)):
+        for message in await selectors.aended_replies(list(self.held)):
             if str(message.id) in self.held:
                 log.warning("reply %s ended without its final event reaching a viewer", message.id)
                 await self.emit_final(events.dumps(events.message_final(message)), str(message.id))
@@ -189,8 +188,3 @@ class Viewer:
         for frame in frames:
             if frame["message"] in self.held or frame["final"]:
                 await self.on_frame(frame)
-
-
-@database_sync_to_async
-def _ended(message_ids: list[str]) -> list[Message]:
-    return list(Message.objects.filter(pk__in=message_ids).exclude(status=Message.Status.STREAMING))

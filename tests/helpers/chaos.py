@@ -31,7 +31,8 @@ import websockets
 from asgiref.sync import sync_to_async
 from httpx_sse import aconnect_sse
 
-FINALS = {"message.completed", "message.failed", "message.cancelled", "message.interrupted"}
+from .protocol import FINAL_TYPES as FINALS
+
 LEASE_S = 3.0
 # How long after the database holds every reply final each viewer may take to show it.
 CONVERGE_S = 15.0

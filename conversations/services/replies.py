@@ -1,30 +1,35 @@
-"""Write paths: starting, stopping and sweeping replies.
+"""Replies: checking a send, starting a reply (saving the user's message and the
+streaming reply, then the run), regenerating the latest reply, and stopping one wherever
+it runs.
 
 Consumers, SSE views and API views only parse and authorise, then call these. Each rule
 (what a valid message is, when a conversation is busy) is written here once.
 """
 
+import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import events, llm, runs
-from .errors import ChatError
-from .models import Conversation, Message
-from .text import check_text
+from .. import errors, events, llm, selectors
+from ..errors import ChatError
+from ..live import control, layer
+from ..live.subscription import Subscription
+from ..models import Conversation, Message
+from ..runs import registry
+from ..runs.run import start_run
+from ..text import check_text
+from . import sweeper
 
 log = logging.getLogger(__name__)
 
-TITLE_CHARS = 60
 CLIENT_ID_CHARS = 100
+TITLE_CHARS = 60
 
 
 @dataclass
@@ -32,6 +37,8 @@ class Exchange:
     user_message: Message
     reply: Message
     created: bool  # False when a repeated client_id found an earlier exchange
+    # The conversation's events, when the caller asked to watch (reply_start).
+    subscription: Subscription | None = None
 
 
 # --- checking ---------------------------------------------------------------------------
@@ -40,22 +47,15 @@ class Exchange:
 def check_send(content: Any, client_id: Any = None) -> tuple[str, str | None]:
     """Validate a message a user wants to send; returns (content, client_id)."""
     if not isinstance(content, str):
-        raise ChatError("invalid_field", "`content` must be a string.")
+        raise errors.invalid_field("content", "a string")
     if not content.strip():
-        raise ChatError("empty_content", "The message is empty.")
-    limit = settings.CHAT_MAX_MESSAGE_CHARS
-    if len(content) > limit:
-        raise ChatError(
-            "message_too_long",
-            f"The message has {len(content)} characters; the limit is {limit}.",
-            status=413,
-        )
+        raise ChatError(errors.EMPTY_CONTENT)
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise errors.too_long("message", len(content), settings.CHAT_MAX_MESSAGE_CHARS)
     if client_id is not None and (
         not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_CHARS
     ):
-        raise ChatError(
-            "invalid_field", f"`client_id` must be a string of 1 to {CLIENT_ID_CHARS} characters."
-        )
+        raise errors.invalid_field("client_id", f"a string of 1 to {CLIENT_ID_CHARS} characters")
     if client_id is not None:
         check_text(client_id, "client_id")
     return check_text(content, "content"), client_id
@@ -63,13 +63,8 @@ def check_send(content: Any, client_id: Any = None) -> tuple[str, str | None]:
 
 async def _check_live(conversation: Conversation) -> None:
     """Refuse to start a reply nobody could watch: Redis is down."""
-    if not await runs.layer_reachable(conversation.id):
-        raise ChatError(
-            "live_unavailable",
-            "Live updates are unavailable right now (the channel layer is down); "
-            "nothing was saved, try again shortly.",
-            status=503,
-        )
+    if not await layer.reachable(conversation.id):
+        raise ChatError(errors.LIVE_UNAVAILABLE)
 
 
 def check_streaming_limit(*, owner_id: Any, conversation: Conversation | None = None) -> None:
@@ -85,11 +80,7 @@ def check_streaming_limit(*, owner_id: Any, conversation: Conversation | None = 
     if conversation is not None:
         streaming = streaming.exclude(conversation=conversation)
     if streaming.count() >= limit:
-        raise ChatError(
-            "too_many_replies",
-            f"You have {limit} replies streaming already; wait for one to finish.",
-            status=429,
-        )
+        raise errors.too_many_replies(limit)
 
 
 def title_from(content: str) -> str:
@@ -116,7 +107,7 @@ def _create_exchange(
     if client_id and (found := _exchange_for_client_id(conversation, client_id)):
         return _Created(found)
     with transaction.atomic():
-        swept = _sweep(Message.objects.filter(conversation=conversation), alive)
+        swept = sweeper.sweep_stale(Message.objects.filter(conversation=conversation), alive)
         check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
         try:
             with transaction.atomic():
@@ -148,16 +139,12 @@ def _new_reply(user_message: Message, model: str) -> Message:
         status=Message.Status.STREAMING,
         reply_to=user_message,
         model=model,
-        worker=runs.worker_id(),
+        worker=registry.worker_id(),
     )
 
 
 def _busy() -> ChatError:
-    return ChatError(
-        "conversation_busy",
-        "A reply is still streaming in this conversation; stop it or wait.",
-        status=409,
-    )
+    return ChatError(errors.CONVERSATION_BUSY)
 
 
 def _touch(conversation: Conversation, model: str) -> None:
@@ -200,20 +187,44 @@ async def reply_start(
     content: str,
     client_id: str | None = None,
     options: dict | None = None,
+    watch: bool = False,
 ) -> Exchange:
     """Save the user's message and start the assistant's reply as a server-side run.
 
     A ``client_id`` already used in the conversation starts nothing: the earlier
     exchange is returned with ``created=False``. ``options`` (``max_tokens``,
-    ``temperature``) apply to this reply's model call only.
+    ``temperature``) apply to this reply's model call only. With ``watch``, the
+    conversation's events are subscribed to first (``exchange.subscription``), so the
+    caller misses none of the reply's.
     """
     content, client_id = check_send(content, client_id)
     await _check_live(conversation)
+    subscription = await subscribe(conversation.id) if watch else None
+    try:
+        # Shielded: a client that hangs up mid-call must not cut a send in half.
+        exchange = await asyncio.shield(_start(conversation, content, client_id, options))
+    except BaseException:
+        if subscription is not None:
+            await subscription.close()
+        raise
+    exchange.subscription = subscription
+    return exchange
+
+
+async def subscribe(conversation_id) -> Subscription:
+    """A subscription to a conversation's events, or ChatError when the layer is down."""
+    try:
+        return await Subscription.open(conversation_id)
+    except Exception as exc:
+        raise ChatError(errors.LIVE_UNAVAILABLE) from exc
+
+
+async def _start(conversation, content, client_id, options) -> Exchange:
     created = await _create_exchange(
-        conversation, content, client_id, llm.model_name(), runs.local_message_ids()
+        conversation, content, client_id, llm.model_name(), registry.local_message_ids()
     )
     if created.exchange.created:
-        await runs.publish(
+        await control.publish(
             conversation.id, events.message_created(created.exchange.user_message, client_id)
         )
         await _announce_and_run(conversation, created, content, client_id, options)
@@ -229,14 +240,14 @@ async def _announce_and_run(
 ) -> None:
     reply = created.exchange.reply
     for message in created.swept:
-        await runs.publish(conversation.id, events.message_final(message))
-    await runs.publish(conversation.id, events.message_created(reply, client_id))
+        await control.publish(conversation.id, events.message_final(message))
+    await control.publish(conversation.id, events.message_created(reply, client_id))
     if created.titled:
-        await runs.publish(conversation.id, events.conversation_updated(conversation))
+        await control.publish(conversation.id, events.conversation_updated(conversation))
     inputs = llm.chain_inputs(
         system_prompt=conversation.system_prompt, turns=created.turns, content=content
     )
-    runs.start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
+    start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
 
 
 @database_sync_to_async
@@ -244,14 +255,14 @@ def _create_regeneration(
     conversation: Conversation, message_id: str, model: str, alive: list
 ) -> _Created:
     with transaction.atomic():
-        swept = _sweep(Message.objects.filter(conversation=conversation), alive)
+        swept = sweeper.sweep_stale(Message.objects.filter(conversation=conversation), alive)
         last_reply = (
             Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
             .order_by("-created_at")
             .first()
         )
         if last_reply is None or str(last_reply.pk) != str(message_id):
-            raise ChatError("not_regenerable", "Only the latest reply can be regenerated.")
+            raise ChatError(errors.NOT_REGENERABLE)
         if last_reply.status == Message.Status.STREAMING:
             raise _busy()
         check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
@@ -271,18 +282,10 @@ async def reply_regenerate(*, conversation: Conversation, message_id: str) -> Ex
     (for the record and for review) but no longer shown to the model."""
     await _check_live(conversation)
     created = await _create_regeneration(
-        conversation, message_id, llm.model_name(), runs.local_message_ids()
+        conversation, message_id, llm.model_name(), registry.local_message_ids()
     )
     await _announce_and_run(conversation, created, created.exchange.user_message.content)
     return created.exchange
-
-
-@database_sync_to_async
-def _streaming_reply(conversation: Conversation, message_id: str | None) -> Message | None:
-    replies = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
-    if message_id:
-        replies = replies.filter(pk=message_id)
-    return replies.first()
 
 
 async def reply_stop(*, conversation: Conversation, message_id: str | None = None) -> str:
@@ -291,153 +294,15 @@ async def reply_stop(*, conversation: Conversation, message_id: str | None = Non
     The run saves exactly the text its viewers were sent and announces the result with
     ``message.cancelled``.
     """
-    run = runs.local_run_for_conversation(conversation.id)
+    run = registry.local_run_for_conversation(conversation.id)
     if run is not None and message_id in (None, run.message_id):
         run.stop()
         return run.message_id
-    reply = await _streaming_reply(conversation, message_id)
+    reply = await selectors.astreaming_reply(conversation, message_id)
     if reply is None:
-        raise ChatError("not_streaming", "No reply is streaming in this conversation.", 409)
+        raise ChatError(errors.NOT_STREAMING)
     try:
-        await get_channel_layer().group_send(
-            runs.control_group(conversation.id), {"type": "run.stop", "message": str(reply.id)}
-        )
+        await control.ask_to_stop(conversation.id, str(reply.id))
     except Exception as exc:
-        raise ChatError(
-            "live_unavailable", "The stop could not reach the reply's worker; try again.", 503
-        ) from exc
+        raise errors.stop_unreachable() from exc
     return str(reply.id)
-
-
-# --- crash recovery ---------------------------------------------------------------------
-
-
-def _sweep(replies, alive: list[str], *, stale_only: bool = True) -> list[Message]:
-    """Mark streaming replies whose heartbeat went stale as interrupted (in a transaction).
-
-    ``alive`` are the replies this process is running: never swept, however late.
-    """
-    stale = replies.filter(status=Message.Status.STREAMING).exclude(pk__in=alive)
-    if stale_only:
-        cutoff = timezone.now() - timedelta(seconds=settings.CHAT_RUN_LEASE_S)
-        stale = stale.filter(updated_at__lt=cutoff)
-    stale = list(stale.select_for_update())
-    now = timezone.now()
-    for message in stale:
-        message.status = Message.Status.INTERRUPTED
-        message.error = {
-            "code": "interrupted",
-            "detail": "The worker running this reply stopped; the text saved so far is kept.",
-        }
-        message.completed_at = now
-        message.save(update_fields=["status", "error", "completed_at", "updated_at"])
-    return stale
-
-
-@database_sync_to_async
-def _sweep_all(alive: list[str]) -> list[Message]:
-    with transaction.atomic():
-        return _sweep(Message.objects.all(), alive)
-
-
-async def sweep_replies() -> list[Message]:
-    """End every reply whose run died, and tell its viewers."""
-    swept = await _sweep_all(runs.local_message_ids())
-    for message in swept:
-        log.warning("reply %s interrupted: its run stopped sending heartbeats", message.id)
-        await runs.publish(message.conversation_id, events.message_final(message))
-    return swept
-
-
-@database_sync_to_async
-def _sweep_worker(worker: str) -> list[Message]:
-    with transaction.atomic():
-        return _sweep(Message.objects.filter(worker=worker), [], stale_only=False)
-
-
-async def sweep_own_replies() -> list[Message]:
-    """At a worker's start: the replies it was running when it stopped (killed, crashed)
-    end now, as interrupted with what was saved, rather than when their lease expires."""
-    swept = await _sweep_worker(runs.worker_id())
-    for message in swept:
-        log.warning("reply %s interrupted: its worker restarted", message.id)
-        await runs.publish(message.conversation_id, events.message_final(message))
-    return swept
-
-
-# --- conversations ----------------------------------------------------------------------
-
-
-def conversation_create(
-    *,
-    owner,
-    source: str = Conversation.Source.WEB,
-    title: str = "",
-    system_prompt: str = "",
-    turns: Sequence[tuple[str, str]] = (),
-) -> Conversation:
-    """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
-    as an integration that sends a whole chat history brings them."""
-    check_text(title, "title")
-    check_text(system_prompt, "system_prompt")
-    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
-        raise ChatError(
-            "system_prompt_too_long",
-            f"The system prompt has {len(system_prompt)} characters; "
-            f"the limit is {settings.CHAT_MAX_SYSTEM_PROMPT_CHARS}.",
-        )
-    for _, content in turns:
-        check_text(content, "messages")
-        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
-            raise ChatError(
-                "message_too_long",
-                f"A message has {len(content)} characters; "
-                f"the limit is {settings.CHAT_MAX_MESSAGE_CHARS}.",
-                status=413,
-            )
-    with transaction.atomic():
-        conversation = Conversation.objects.create(
-            owner=owner,
-            source=source,
-            title=title,
-            system_prompt=system_prompt,
-            model=llm.model_name(),
-        )
-        if turns:
-            messages = Message.objects.bulk_create(
-                Message(conversation=conversation, role=role, content=content)
-                for role, content in turns
-            )
-            # One clock reading can serve several rows; the history's order must not tie.
-            start = messages[0].created_at
-            for index, message in enumerate(messages):
-                message.created_at = start + timedelta(microseconds=index)
-            Message.objects.bulk_update(messages, ["created_at"])
-    return conversation
-
-
-# --- the sidebar: renaming and deleting -------------------------------------------------
-
-
-async def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
-    """Give a conversation the title a person chose; every open viewer hears of it."""
-    title = " ".join(check_text(str(title), "title").split())
-    limit = Conversation._meta.get_field("title").max_length
-    if not title:
-        raise ChatError("empty_title", "A title cannot be empty.")
-    if len(title) > limit:
-        raise ChatError("title_too_long", f"A title has at most {limit} characters.")
-    conversation.title = title
-    # Not `updated_at`: a rename is not activity, so the history keeps its order.
-    await conversation.asave(update_fields=["title"])
-    await runs.publish(conversation.id, events.conversation_updated(conversation))
-    return conversation
-
-
-async def conversation_delete(*, conversation: Conversation) -> None:
-    """Delete a conversation and its messages, stopping a reply that still streams."""
-    try:
-        await reply_stop(conversation=conversation)
-    except ChatError:
-        pass  # nothing streams, or its worker is gone: its saves then match no row
-    await conversation.adelete()

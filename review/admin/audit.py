@@ -10,8 +10,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from . import selectors
-from .models import Feedback, TranscriptView
+from .. import selectors
+from ..models import Feedback, TranscriptView
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):

@@ -1,0 +1,134 @@
+"""Which chat model answers, and the client that reaches it: ``ChatOpenAI`` when an
+OpenAI-compatible server is configured, else the built-in offline demo model; and what a
+failure of the model means for people (``describe_failure``), which is knowledge of the
+openai SDK and httpx.
+"""
+
+import functools
+
+import httpx
+from django.conf import settings
+from langchain_core.language_models import BaseChatModel
+
+from .offline import OFFLINE_MODEL_NAME, OfflineChatModel
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+OFFLINE_LABEL = "Offline demo model — set OPENAI_API_KEY or OPENAI_BASE_URL to connect a real one"
+# Upstream text kept for staff (the admin transcript, the log), never shown to users.
+UPSTREAM_CHARS = 2000
+
+
+def uses_real_model() -> bool:
+    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
+def model_name() -> str:
+    """The name saved on each reply and shown in the UI."""
+    if uses_real_model():
+        return settings.CHAT_MODEL or DEFAULT_OPENAI_MODEL
+    return OFFLINE_MODEL_NAME
+
+
+def model_label(name: str | None = None) -> str:
+    """What a person sees: the offline model always says what it is."""
+    name = name or model_name()
+    return OFFLINE_LABEL if name == OFFLINE_MODEL_NAME else name
+
+
+@functools.cache
+def get_llm() -> BaseChatModel:
+    if not uses_real_model():
+        return OfflineChatModel(delay_ms=settings.CHAT_OFFLINE_DELAY_MS)
+    from langchain_openai import ChatOpenAI
+
+    client_options = {
+        # Servers such as vLLM or llama.cpp accept any key; the SDK insists on one.
+        "api_key": settings.OPENAI_API_KEY or "unused",
+        "base_url": settings.OPENAI_BASE_URL or None,
+        # The read timeout bounds the silence between two chunks on the wire; the run's
+        # watchdog bounds the silence between parsed chunks (see runs/run.py), so the
+        # per-chunk wrapper, which costs a task per chunk, stays off.
+        "timeout": httpx.Timeout(
+            settings.CHAT_CHUNK_TIMEOUT_S, connect=settings.CHAT_CONNECT_TIMEOUT_S
+        ),
+        "max_retries": settings.CHAT_MODEL_RETRIES,
+    }
+    client = _chunk_dict_client()(**client_options)
+    return ChatOpenAI(
+        model=model_name(),
+        stream_usage=True,
+        stream_chunk_timeout=None,
+        root_async_client=client,
+        async_client=client.chat.completions,
+        **client_options,
+    )
+
+
+@functools.cache
+def _chunk_dict_client() -> type:
+    """The openai SDK's async client, except that streamed chat chunks stay the dicts
+    parsed from the wire.
+
+    ``ChatOpenAI`` reads a chunk as a dict, and calls ``model_dump()`` on anything else:
+    building the SDK's object for every chunk only to dump it again was most of the CPU
+    a reply cost (bench/, figure 3). Everything else is the SDK's own.
+    """
+    import openai
+    from openai.types.chat import ChatCompletionChunk
+
+    class ChunkDictClient(openai.AsyncOpenAI):
+        def _process_response_data(self, *, data, cast_to, response):
+            if cast_to is ChatCompletionChunk and isinstance(data, dict):
+                return data
+            return super()._process_response_data(data=data, cast_to=cast_to, response=response)
+
+    return ChunkDictClient
+
+
+class ModelStalled(Exception):
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# Upstream text kept for staff (the admin transcript, the log), never shown to users.
+UPSTREAM_CHARS = 2000
+
+
+def describe_failure(exc: BaseException, *, streaming: bool) -> dict:
+    """What the reply's ``error`` says of anything the model raised: a ``code``, a
+    ``detail`` a person can act on, and for staff only, ``upstream``: what the model
+    server or the network said (its error body may hold anything, HTML included).
+    ``streaming`` tells whether the model had started sending text."""
+    import openai  # a dependency of langchain-openai
+
+    def error(code: str, detail: str) -> dict:
+        upstream = None if isinstance(exc, ModelStalled) else f"{type(exc).__name__}: {exc}"
+        found = {"code": code, "detail": detail}
+        if upstream:
+            found["upstream"] = upstream[:UPSTREAM_CHARS]
+        return found
+
+    if isinstance(exc, ModelStalled):
+        return error(exc.code, exc.detail)
+    timed_out = isinstance(exc, TimeoutError | openai.APITimeoutError) or (
+        type(exc).__name__ in {"ReadTimeout", "TimeoutException"}
+    )
+    if timed_out:
+        if streaming:
+            return error("chunk_timeout", "The model stopped sending text mid-reply.")
+        return error("model_timeout", "The model server did not answer in time.")
+    if isinstance(exc, openai.APIStatusError):
+        return error(
+            "model_error", f"The model server answered with an error (HTTP {exc.status_code})."
+        )
+    broken = isinstance(exc, openai.APIConnectionError) or type(exc).__module__.startswith(
+        ("httpx", "httpcore")
+    )
+    if broken and streaming:
+        # The SDK reports a connection that breaks mid-stream as a connection error.
+        return error("model_stream_broken", "The model's stream broke off mid-reply.")
+    if broken:
+        return error("model_unreachable", "Could not reach the model server.")
+    return error("model_error", "The model failed to answer.")

@@ -1,0 +1,74 @@
+"""Crash recovery: replies whose run died end as ``interrupted``, keeping what was saved.
+
+Every worker sweeps every half lease (worker.py): a streaming reply whose heartbeat is
+older than ``CHAT_RUN_LEASE_S`` was left by a worker that died or stalled. A worker
+that starts again under the same name ends the replies it was running at once.
+"""
+
+import logging
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .. import events
+from ..live import control
+from ..models import Message
+from ..runs import registry
+
+log = logging.getLogger(__name__)
+
+
+def sweep_stale(replies, alive: list[str], *, stale_only: bool = True) -> list[Message]:
+    """Mark streaming replies whose heartbeat went stale as interrupted (in a transaction).
+
+    ``alive`` are the replies this process is running: never swept, however late.
+    """
+    stale = replies.filter(status=Message.Status.STREAMING).exclude(pk__in=alive)
+    if stale_only:
+        cutoff = timezone.now() - timedelta(seconds=settings.CHAT_RUN_LEASE_S)
+        stale = stale.filter(updated_at__lt=cutoff)
+    stale = list(stale.select_for_update())
+    now = timezone.now()
+    for message in stale:
+        message.status = Message.Status.INTERRUPTED
+        message.error = {
+            "code": "interrupted",
+            "detail": "The worker running this reply stopped; the text saved so far is kept.",
+        }
+        message.completed_at = now
+        message.save(update_fields=["status", "error", "completed_at", "updated_at"])
+    return stale
+
+
+@database_sync_to_async
+def _sweep_all(alive: list[str]) -> list[Message]:
+    with transaction.atomic():
+        return sweep_stale(Message.objects.all(), alive)
+
+
+async def sweep_replies() -> list[Message]:
+    """End every reply whose run died, and tell its viewers."""
+    swept = await _sweep_all(registry.local_message_ids())
+    for message in swept:
+        log.warning("reply %s interrupted: its run stopped sending heartbeats", message.id)
+        await control.publish(message.conversation_id, events.message_final(message))
+    return swept
+
+
+@database_sync_to_async
+def _sweep_worker(worker: str) -> list[Message]:
+    with transaction.atomic():
+        return sweep_stale(Message.objects.filter(worker=worker), [], stale_only=False)
+
+
+async def sweep_own_replies() -> list[Message]:
+    """At a worker's start: the replies it was running when it stopped (killed, crashed)
+    end now, as interrupted with what was saved, rather than when their lease expires."""
+    swept = await _sweep_worker(registry.worker_id())
+    for message in swept:
+        log.warning("reply %s interrupted: its worker restarted", message.id)
+        await control.publish(message.conversation_id, events.message_final(message))
+    return swept
