@@ -70,6 +70,19 @@ async def next_event(ws, timeout: float = 30) -> tuple[dict, int]:
     return json.loads(raw), len(raw.encode() if isinstance(raw, str) else raw)
 
 
+async def send_and_follow(ws, content: str) -> tuple[list[dict], dict]:
+    """Send a message; its reply's tokens and final event."""
+    await ws.send(json.dumps({"type": "message.send", "content": content}))
+    tokens, final = [], None
+    while final is None:
+        event, _ = await next_event(ws)
+        if event["type"] == "token":
+            tokens.append(event)
+        elif event["type"] in FINAL_TYPES:
+            final = event
+    return tokens, final
+
+
 async def test_a_long_conversation_opens_a_page_at_a_time_and_its_pages_add_up(
     server, user, settings
 ):
@@ -99,14 +112,7 @@ async def test_a_long_conversation_opens_a_page_at_a_time_and_its_pages_add_up(
     assert [m["content"] for m in shown] == [m.content for m in saved]
 
     # And the conversation goes on: a reply of 250,000 characters streams to its end.
-    await ws.send(json.dumps({"type": "message.send", "content": f"chars={LONG_REPLY}"}))
-    tokens, final = [], None
-    while final is None:
-        event, _ = await next_event(ws)
-        if event["type"] == "token":
-            tokens.append(event)
-        elif event["type"] in FINAL_TYPES:
-            final = event
+    tokens, final = await send_and_follow(ws, f"chars={LONG_REPLY}")
     await ws.close()
     reply = await Message.objects.aget(pk=final["message"]["id"])
     assert final["type"] == "message.completed"
@@ -153,14 +159,7 @@ async def test_hostile_model_output_is_kept_readable_and_the_reply_completes(
     U+FFFD as it arrives; viewers stay connected and the reply completes with its text."""
     ws = await open_ws(server, await session_cookie(user), conversation.id)
     await next_event(ws)
-    await ws.send(json.dumps({"type": "message.send", "content": "script=hostile"}))
-    tokens, final = [], None
-    while final is None:
-        event, _ = await next_event(ws)
-        if event["type"] == "token":
-            tokens.append(event)
-        elif event["type"] in FINAL_TYPES:
-            final = event
+    tokens, final = await send_and_follow(ws, "script=hostile")
     expected = "before nul\ufffdhere lone\ufffdsurrogate pair😀ok after"
     assert final["type"] == "message.completed"
     assert final["message"]["content"] == expected

@@ -39,6 +39,10 @@ CONVERGE_S = 15.0
 SCENARIO_TIMEOUT_S = 90.0
 
 
+_DROPPED = object()  # the client was told to drop its connection
+_QUIET = object()  # nothing arrived for a second
+
+
 # --- what one connection received ---------------------------------------------------------
 
 
@@ -306,24 +310,14 @@ class Client:
                     json.dumps({"type": "message.send", "content": content, "client_id": client_id})
                 )
             while True:
-                receiving = asyncio.ensure_future(ws.recv())
-                dropping = asyncio.ensure_future(self.drop_now.wait())
-                done, _ = await asyncio.wait(
-                    {receiving, dropping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
-                )
-                if dropping in done:
-                    self.drop_now.clear()
-                    receiving.cancel()
+                raw = await self.next_or_drop(ws.recv())
+                if raw is _DROPPED:
                     return
-                dropping.cancel()
-                if receiving not in done:
-                    receiving.cancel()
-                    with contextlib.suppress(BaseException):
-                        await receiving
+                if raw is _QUIET:
                     if self.finishing and self.converged():
                         return
                     continue
-                event = json.loads(receiving.result())
+                event = json.loads(raw)
                 if first and event.get("type") != "snapshot":
                     log.fail(f"first event {event.get('type')}, not a snapshot")
                 first = False
@@ -354,33 +348,40 @@ class Client:
                 self.connected.set()
                 events = source.aiter_sse()
                 while True:
-                    reading = asyncio.ensure_future(anext(events))
-                    dropping = asyncio.ensure_future(self.drop_now.wait())
-                    done, _ = await asyncio.wait(
-                        {reading, dropping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if dropping in done:
-                        self.drop_now.clear()
-                        reading.cancel()
+                    try:
+                        sse = await self.next_or_drop(anext(events))
+                    except StopAsyncIteration:
                         return
-                    dropping.cancel()
-                    if reading not in done:
-                        reading.cancel()
-                        with contextlib.suppress(BaseException):
-                            await reading
+                    if sse is _DROPPED:
+                        return
+                    if sse is _QUIET:
                         if self.finishing and self.converged():
                             return
                         continue
-                    try:
-                        sse = reading.result()
-                    except StopAsyncIteration:
-                        return
                     event = json.loads(sse.data)
                     if sse.id:
                         self.last_event_id = sse.id
                     self._apply(log, event, sse.id or None, sse.event)
                     if self.finishing and self.converged():
                         return
+
+    async def next_or_drop(self, reading):
+        """What ``reading`` gives within a second; _DROPPED when told to drop the
+        connection meanwhile, _QUIET when nothing came."""
+        reading = asyncio.ensure_future(reading)
+        dropping = asyncio.ensure_future(self.drop_now.wait())
+        done, _ = await asyncio.wait(
+            {reading, dropping}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+        )
+        dropping.cancel()
+        if dropping in done:
+            self.drop_now.clear()
+        if reading not in done:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+            return _DROPPED if dropping in done else _QUIET
+        return reading.result()
 
     async def send(self, content: str, client_id: str) -> None:
         """A send over this client's WebSocket; re-sent on every reconnect until the
