@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 
 from . import errors, events, selectors
 from .errors import ChatError
-from .live import control, layer
 from .live import viewer as live_viewer
+from .live.hub import LOST, hub
 from .live.viewer import Viewer
 from .models import Conversation
 from .services import replies
@@ -84,6 +84,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     conversation = None
     viewer: Viewer | None = None
     watchdog: asyncio.Task | None = None
+    subscriber = None
     # Snapshots and history pages cost a database read and a large frame each.
     expensive: TokenBucket | None = None
 
@@ -98,6 +99,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         finally:
             if self.watchdog is not None:
                 self.watchdog.cancel()
+            if self.subscriber is not None:
+                await self.subscriber.close()
 
     async def find_conversation(self, user, conversation_id) -> Conversation:
         """The conversation this user may watch, or Refused: their own."""
@@ -119,7 +122,6 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             return
         self.viewer = Viewer(
             conversation_id=self.conversation.id,
-            channel_name=self.channel_name,
             emit=self.send_json_text,
             resync=self.send_snapshot,
         )
@@ -129,7 +131,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         await self.accept()
         try:
             # Subscribe before reading the snapshot, so no frame falls between the two.
-            await layer.join(layer.viewers_group(self.conversation.id), self.channel_name)
+            self.subscriber = await hub().subscribe(self.conversation.id)
         except Exception:
             # Show what is saved, then close: the page reconnects with backoff and is
             # live again once the layer is back, rather than open and silently stale.
@@ -140,7 +142,10 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             await self.send_snapshot()
             await self.close(code=CLOSE_LIVE_LOST)
             return
+        self.viewer.address = self.subscriber.address
         await self.send_snapshot()
+        # Frames that came meanwhile waited; those the snapshot covers are dropped now.
+        self.subscriber.hand_over(self.on_live)
         self.watchdog = asyncio.create_task(self.watch_stalls())
 
     async def watch_stalls(self) -> None:
@@ -153,11 +158,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         # Leaving never stops a reply: the run belongs to the server, not the socket.
-        if self.viewer is not None:
-            try:
-                await layer.leave(layer.viewers_group(self.conversation.id), self.channel_name)
-            except Exception:
-                pass
+        if self.subscriber is not None:
+            await self.subscriber.close()
 
     # --- client → server ----------------------------------------------------------------
 
@@ -219,17 +221,23 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     async def send_json_text(self, text: str) -> None:
         await self.send(text_data=text)
 
-    # --- channel layer → client ---------------------------------------------------------
+    # --- live events → client -----------------------------------------------------------
+
+    async def on_live(self, message: dict) -> None:
+        """What the hub brings this viewer: frames, fill answers — or the news that the
+        channel layer is gone, when the page must reconnect to be live again."""
+        if message is LOST:
+            log.warning("channel layer lost; closing a viewer so it reconnects")
+            await self.close(code=CLOSE_LIVE_LOST)
+            return
+        await self.viewer.on_message(message)
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before it dispatches any message:
-        # a hop to the one ORM thread per frame per viewer, and per message from the
-        # client, each queued behind every ORM call of the process (bench/, figures 1, 4
-        # and 5). Every ORM call of this consumer goes through database_sync_to_async,
-        # which closes stale connections itself, so messages are handled directly.
-        if message["type"] in (control.FRAME, control.FILLED):
-            await self.viewer.on_message(message)
-            return
+        # a hop to the one ORM thread per message from the client, queued behind every
+        # ORM call of the process. Every ORM call of this consumer goes through
+        # database_sync_to_async, which closes stale connections itself, so messages are
+        # handled directly.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

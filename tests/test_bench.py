@@ -28,3 +28,10 @@ def test_model_tokens_of_a_frame_arrive_with_it():
 def test_repeats_report_their_median_and_range():
     assert Repeated([3, 1, 2]).format(1, " ms") == "2.0 ms (1.0-3.0)"
     assert Repeated([7]).format(0) == "7"
+
+
+def test_the_benchmark_runner_loads():
+    """`make bench` is not run by the suite; its imports (of the test helpers, too) are."""
+    import bench.run
+
+    assert callable(bench.run.cli)

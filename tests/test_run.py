@@ -1,8 +1,8 @@
 """The Run (conversations/runs/run.py) on its own: a scripted model, the in-memory
 channel layer, the test database; no server process and no Redis.
 
-What viewers receive is read from a channel subscribed to the conversation's group,
-as a viewer's would be."""
+What viewers receive is read from a subscription to the conversation (live/hub.py), as
+a viewer's would be."""
 
 import asyncio
 import json
@@ -10,11 +10,12 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import channel_layers
 from langchain_core.messages import AIMessageChunk
 
 from conversations import events
-from conversations.live import control, layer
+from conversations.live import control
+from conversations.live.hub import hub
 from conversations.models import Message
 from conversations.runs import registry, writes
 from conversations.runs.run import start_run
@@ -63,17 +64,16 @@ def reply(conversation) -> Message:
     )
 
 
-async def watch(conversation_id) -> str:
-    channel = await get_channel_layer().new_channel()
-    await layer.join(layer.viewers_group(conversation_id), channel)
-    return channel
+async def watch(conversation_id):
+    """A viewer's subscription to the conversation, as a consumer's would be."""
+    return await hub().subscribe(conversation_id)
 
 
-async def frames_until_final(channel: str, timeout: float = 10) -> list[dict]:
+async def frames_until_final(watching, timeout: float = 10) -> list[dict]:
     received = []
     async with asyncio.timeout(timeout):
         while not received or not received[-1]["final"]:
-            received.append(await get_channel_layer().receive(channel))
+            received.append(await watching.receive(timeout))
     return received
 
 
@@ -87,9 +87,9 @@ def tokens(frames: list[dict]) -> list[dict]:
 
 async def run_reply(reply: Message, model: ScriptedModel) -> list[dict]:
     """Every frame viewers get of a reply, to its final event; the run has ended."""
-    channel = await watch(reply.conversation_id)
+    watching = await watch(reply.conversation_id)
     run = start_run(message=reply, inputs={}, chain=model)
-    frames = await frames_until_final(channel)
+    frames = await frames_until_final(watching)
     await asyncio.wait_for(run.task, 5)
     return frames
 
@@ -121,11 +121,11 @@ async def test_a_reply_ends_with_exactly_one_final_event_carrying_the_saved_text
 async def test_stop_saves_exactly_the_text_viewers_were_sent(settings, reply):
     settings.CHAT_FRAME_INTERVAL_MS = 0
     model = ScriptedModel([f"{i} " for i in range(500)], gap_s=0.005)
-    channel = await watch(reply.conversation_id)
+    watching = await watch(reply.conversation_id)
     run = start_run(message=reply, inputs={}, chain=model)
-    received = [await get_channel_layer().receive(channel) for _ in range(5)]
+    received = [await watching.receive(5) for _ in range(5)]
     run.stop()
-    received += await frames_until_final(channel)
+    received += await frames_until_final(watching)
     await asyncio.wait_for(run.task, 5)
     shown = "".join(events_of(f)["content"] for f in tokens(received))
     final = events_of(received[-1])
@@ -200,10 +200,10 @@ async def test_a_run_whose_reply_was_ended_elsewhere_stops_and_says_nothing(sett
     run's next flush learns it; it publishes and saves nothing more, and no final."""
     settings.CHAT_FLUSH_INTERVAL_MS = 50
     settings.CHAT_FRAME_INTERVAL_MS = 0
-    channel = await watch(reply.conversation_id)
+    watching = await watch(reply.conversation_id)
     model = ScriptedModel(["x "] * 400, gap_s=0.01)
     run = start_run(message=reply, inputs={}, chain=model)
-    await get_channel_layer().receive(channel)  # it streams
+    await watching.receive(5)  # it streams
     await Message.objects.filter(pk=reply.pk).aupdate(status="interrupted", content="swept")
     await asyncio.wait_for(run.task, 5)
     assert run.lost
@@ -211,11 +211,8 @@ async def test_a_run_whose_reply_was_ended_elsewhere_stops_and_says_nothing(sett
     saved = await Message.objects.aget(pk=reply.pk)
     assert (saved.status, saved.content) == ("interrupted", "swept")
     later = []
-    while True:
-        try:
-            later.append(await asyncio.wait_for(get_channel_layer().receive(channel), 0.3))
-        except TimeoutError:
-            break
+    while (found := await watching.receive(0.3)) is not None:
+        later.append(found)
     assert not [f for f in later if f["final"]]
 
 

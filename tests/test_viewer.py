@@ -21,7 +21,7 @@ class Client:
         self.resyncs = 0
         self.snapshot: dict | None = None
         self.viewer = viewer.Viewer(
-            conversation_id=CONVERSATION, channel_name="test", emit=self.emit, resync=self.resync
+            conversation_id=CONVERSATION, emit=self.emit, resync=self.resync
         )
 
     async def emit(self, text: str) -> None:

@@ -5,13 +5,12 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import AsyncClient
 from django.urls import reverse
 
-from conversations.live import layer as live_layer
+from conversations.live.hub import hub
 from conversations.models import Conversation, Message
 from conversations.services.conversations import conversation_create
 
@@ -300,16 +299,15 @@ def test_the_page_labels_the_offline_model(alice_client, conversation):
 
 
 async def test_rename_tells_every_viewer(user, conversation):
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(live_layer.viewers_group(conversation.id), channel)
+    watching = await hub().subscribe(conversation.id)
     client = AsyncClient()
     await client.aforce_login(user)
     response = await client.post(
         reverse("conversation-rename", args=[conversation.id]), {"title": "Shared title"}
     )
     assert response.status_code == 302
-    frame = await layer.receive(channel)
+    frame = await watching.receive(5)
+    await watching.close()
     event = json.loads(frame["json"])
     assert event["type"] == "conversation.updated"
     assert event["conversation"]["title"] == "Shared title"

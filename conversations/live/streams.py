@@ -44,10 +44,10 @@ class _Stream:
         self.queue: list[str] = []
         self.viewer = Viewer(
             conversation_id=self.conversation_id,
-            channel_name=subscription.channel,
             emit=self.emit,
             resync=self.resync,
         )
+        self.viewer.address = subscription.address
         self.written_at = time.monotonic()
         self.ended = False
 

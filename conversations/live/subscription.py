@@ -1,5 +1,5 @@
-"""A conversation's live events, received on a channel of this process: what every HTTP
-surface streams (streams.py) and what a stop or a non-streaming ``/v1`` answer waits on.
+"""A conversation's live events, read by their consumer: what every HTTP surface streams
+(streams.py) and what a stop or a non-streaming ``/v1`` answer waits on.
 
 Open it *before* reading what the client is first sent (a snapshot, a reply being
 started), so no event falls in between; close it when the stream ends.
@@ -11,53 +11,41 @@ import time
 
 from .. import selectors
 from ..models import Message
-from . import layer
+from .hub import LOST, hub
 from .viewer import STALL_CHECK_S
 
 log = logging.getLogger(__name__)
 
 
+class LiveLost(Exception):
+    """The channel layer was lost under this process: events of other processes stop."""
+
+
 class Subscription:
-    """A conversation's group, received on a channel of this process.
+    """A conversation's events, for a stream that reads them itself (live/hub.py)."""
 
-    Open it *before* reading what the client is first sent (a snapshot, a reply being
-    started), so no event falls in between; close it when the stream ends.
-    """
+    def __init__(self, subscriber) -> None:
+        self.subscriber = subscriber
+        self.conversation_id = subscriber.conversation_id
 
-    def __init__(self, conversation_id) -> None:
-        self.conversation_id = str(conversation_id)
-        self.group = layer.viewers_group(conversation_id)
-        self.channel = ""
-        self._receiving: asyncio.Future | None = None
+    @property
+    def address(self) -> dict | None:
+        return self.subscriber.address
 
     @classmethod
     async def open(cls, conversation_id) -> "Subscription":
-        subscription = cls(conversation_id)
-        subscription.channel = await layer.new_channel()
-        await layer.join(subscription.group, subscription.channel)
-        return subscription
+        return cls(await hub().subscribe(conversation_id))
 
     async def receive(self, wait_s: float) -> dict | None:
-        """The next message, or None after ``wait_s`` seconds without one.
-
-        A timeout never cancels the receive (cancelling one mid-pop can lose a message,
-        see control.py): the next call goes on waiting for the same one.
-        """
-        if self._receiving is None:
-            self._receiving = asyncio.ensure_future(layer.layer().receive(self.channel))
-        done, _ = await asyncio.wait({self._receiving}, timeout=wait_s)
-        if not done:
-            return None
-        received, self._receiving = self._receiving, None
-        return received.result()
+        """The next message, or None after ``wait_s`` seconds without one; LiveLost when
+        the channel layer went away."""
+        message = await self.subscriber.receive(wait_s)
+        if message is LOST:
+            raise LiveLost()
+        return message
 
     async def close(self) -> None:
-        if self._receiving is not None:
-            self._receiving.cancel()
-        try:
-            await layer.leave(self.group, self.channel)
-        except Exception:
-            log.warning("could not leave group %s; it expires by itself", self.group)
+        await self.subscriber.close()
 
 
 async def final_message(

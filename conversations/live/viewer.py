@@ -38,12 +38,13 @@ class Viewer:
         self,
         *,
         conversation_id,
-        channel_name: str,
         emit: Callable[[str], Awaitable[None]],
         resync: Callable[[], Awaitable[None]],
     ):
         self.conversation_id = str(conversation_id)
-        self.channel_name = channel_name
+        # Where a fill's answer finds this viewer (its Subscriber.address); None when
+        # this process is the only one (every run is local).
+        self.address: dict | None = None
         self.emit = emit  # sends one event's JSON to the client
         self.resync = resync  # sends the client a fresh snapshot (and calls reset)
         self.held: dict[str, int] = {}  # streaming reply id → last seq the client holds
@@ -148,9 +149,12 @@ class Viewer:
                 await self.on_frame(frame)
             return
         self.gaps[message_id] = _Gap(since=time.monotonic(), held_back=[frame] if frame else [])
+        if self.address is None:  # the only process, and the run is not here: it ended
+            await self._resync_and_replay(self.gaps[message_id].held_back)
+            return
         try:
             await control.ask_to_fill(
-                self.conversation_id, message_id, after=have, reply_to=self.channel_name
+                self.conversation_id, message_id, after=have, address=self.address
             )
         except Exception:
             log.warning("could not ask for the frames of reply %s; resyncing", message_id)

@@ -23,7 +23,8 @@ from django.conf import settings
 from langchain_core.runnables import Runnable
 
 from .. import events, llm
-from ..live import control, layer
+from ..live import control
+from ..live.hub import hub
 from ..models import Message
 from ..text import sanitize
 from . import registry, writes
@@ -135,8 +136,7 @@ class Run:
         """Join the conversation's runner group, so stops and fills from any process reach
         this run."""
         try:
-            channel = await control.runner_channel()
-            await layer.join(layer.runner_group(self.conversation_id), channel)
+            await hub().join_runner(self.conversation_id)
         except Exception:
             log.warning(
                 "channel layer unreachable; reply %s can be stopped only from this process",
@@ -210,13 +210,15 @@ class Run:
         text = "".join(self.waiting)
         self.waiting.clear()
         seq = len(self.frames) + 1
-        message = control.frame(events.token(self.conversation_id, self.message_id, seq, text))
+        message = control.frame(
+            events.token(self.conversation_id, self.message_id, seq, text), self.conversation_id
+        )
         self.frames.append(message["json"])
         self.parts.append(text)
         if not send:
             return
         try:
-            await layer.to_viewers(self.conversation_id, message)
+            await hub().publish(self.conversation_id, message)
         except Exception:
             # Viewers will resync from the database, which the flusher keeps current.
             if not self.layer_down:

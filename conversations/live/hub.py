@@ -1,0 +1,234 @@
+"""Delivery within a process, and the one channel each process holds on the layer.
+
+Every viewer in this process — a WebSocket, an event stream, a wait for a reply's end —
+subscribes here to its conversation. An event published in this process reaches them by
+a function call, without a channel-layer round trip; it reaches every other process
+once, through the conversation's group, which holds the channel of each process with
+viewers of it (not one channel per viewer). The same channel receives what other
+processes ask of this process's runs (stop, fill) and the answers to fills this
+process's viewers asked for. One listener reads it and is never cancelled: cancelling
+a receive mid-pop can lose a message in channels_redis.
+
+With the in-memory layer this process is the only one: nothing goes through the layer.
+
+A subscriber gets its messages through a queue of its own, so a viewer that is busy
+(reading a snapshot) never holds up the run that publishes; a queue that overflows
+drops, and the viewer recovers as from any loss (a fill, a resync, the stall check).
+"""
+
+import asyncio
+import itertools
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.layers import InMemoryChannelLayer
+
+from ..runs import registry
+from . import layer
+
+log = logging.getLogger(__name__)
+
+# Frames a subscriber may have waiting; beyond, it drops (and recovers as from a loss).
+INBOX_SIZE = 5000
+# Told to every subscriber when the channel layer is lost under this process.
+LOST = {"type": "live.lost"}
+
+FRAME = "chat.frame"
+STOP = "run.stop"
+FILL = "run.fill"
+FILLED = "run.filled"
+
+_ids = itertools.count(1)
+
+
+class Subscriber:
+    """One viewer's subscription to a conversation: messages for it wait in ``inbox``.
+    The owner reads them with ``receive``, or has a task hand them to a function from
+    ``hand_over`` on — called once the viewer has sent its client what it starts with
+    (a snapshot), so nothing reaches the client before that."""
+
+    def __init__(self, hub: "Hub", conversation_id: str) -> None:
+        self.hub = hub
+        self.id = next(_ids)
+        self.conversation_id = conversation_id
+        self.inbox: asyncio.Queue = asyncio.Queue(INBOX_SIZE)
+        self.dropped = 0
+        self.task = None
+
+    def hand_over(self, on_message: Callable[[dict], Awaitable[None]]) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._hand_over(on_message))
+
+    @property
+    def address(self) -> dict | None:
+        """Where an answer to a fill finds this subscriber, from any process (None when
+        this process is the only one)."""
+        if self.hub.local_only:
+            return None
+        return {"reply_to": self.hub.channel, "viewer": self.id}
+
+    def deliver(self, message: dict) -> None:
+        try:
+            self.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("a viewer of %s fell behind; dropping frames", self.conversation_id)
+
+    async def receive(self, wait_s: float) -> dict | None:
+        """The next message, or None after ``wait_s`` seconds without one."""
+        try:
+            async with asyncio.timeout(wait_s):
+                return await self.inbox.get()
+        except TimeoutError:
+            return None
+
+    async def _hand_over(self, on_message: Callable[[dict], Awaitable[None]]) -> None:
+        while True:
+            message = await self.inbox.get()
+            try:
+                await on_message(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("a viewer of %s failed on a message", self.conversation_id)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        await self.hub.unsubscribe(self)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.origin = uuid.uuid4().hex  # frames this process published carry it
+        self.channel = ""
+        self.local_only = isinstance(layer.layer(), InMemoryChannelLayer)
+        self.subscribers: dict[str, dict[int, Subscriber]] = {}
+        self.by_id: dict[int, Subscriber] = {}
+        self.listener: asyncio.Task | None = None
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """The process's channel and its listener, once (again after the listener died)."""
+        if self.local_only or (self.listener is not None and not self.listener.done()):
+            return
+        async with self._starting:
+            if self.listener is not None and not self.listener.done():
+                return
+            self.channel = await layer.new_channel()
+            self.listener = asyncio.get_running_loop().create_task(self._listen(), name="hub")
+
+    # --- viewers ------------------------------------------------------------------------
+
+    async def subscribe(self, conversation_id: Any) -> Subscriber:
+        """Subscribe to a conversation's events (raises when the layer is down). Call it
+        before reading what the client is first sent, so no event falls in between."""
+        conversation_id = str(conversation_id)
+        await self.start()
+        subscriber = Subscriber(self, conversation_id)
+        local = self.subscribers.setdefault(conversation_id, {})
+        first = not local
+        local[subscriber.id] = subscriber
+        self.by_id[subscriber.id] = subscriber
+        if first and not self.local_only:
+            try:
+                await layer.join(layer.viewers_group(conversation_id), self.channel)
+            except BaseException:
+                await subscriber.close()
+                raise
+        return subscriber
+
+    async def unsubscribe(self, subscriber: Subscriber) -> None:
+        local = self.subscribers.get(subscriber.conversation_id, {})
+        self.by_id.pop(subscriber.id, None)
+        if local.pop(subscriber.id, None) is None or local:
+            return
+        del self.subscribers[subscriber.conversation_id]
+        if not self.local_only and self.channel:
+            try:
+                await layer.leave(layer.viewers_group(subscriber.conversation_id), self.channel)
+            except Exception:
+                log.warning("could not leave a group; it expires by itself")
+
+    def deliver(self, conversation_id: str, message: dict) -> None:
+        for subscriber in list(self.subscribers.get(conversation_id, {}).values()):
+            subscriber.deliver(message)
+
+    # --- sending ------------------------------------------------------------------------
+
+    async def publish(self, conversation_id: Any, message: dict) -> None:
+        """A frame for every viewer: this process's at once, other processes' through the
+        layer (raises when the layer is unreachable; local viewers have it already)."""
+        conversation_id = str(conversation_id)
+        self.deliver(conversation_id, message)
+        if not self.local_only:
+            await layer.to_viewers(conversation_id, {**message, "origin": self.origin})
+
+    async def join_runner(self, conversation_id: Any) -> None:
+        """Receive what other processes ask of this conversation's run."""
+        await self.start()
+        if not self.local_only:
+            await layer.join(layer.runner_group(conversation_id), self.channel)
+
+    # --- the listener -------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        lost = False
+        while True:
+            try:
+                message = await layer.layer().receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not lost:
+                    log.warning("channel layer unreachable; live delivery retries every second")
+                    for subscriber in list(self.by_id.values()):
+                        subscriber.deliver(LOST)
+                lost = True
+                await asyncio.sleep(1)
+                continue
+            lost = False
+            try:
+                await self._handle(message)
+            except Exception:
+                log.exception("could not handle a %s message", message.get("type"))
+
+    async def _handle(self, message: dict) -> None:
+        kind = message.get("type")
+        if kind == FRAME:
+            if message.get("origin") != self.origin:  # our own were delivered at once
+                self.deliver(message.get("conversation", ""), message)
+        elif kind == FILLED:
+            if (subscriber := self.by_id.get(message.get("viewer"))) is not None:
+                subscriber.deliver(message)
+        elif kind in (STOP, FILL):
+            run = registry.local_run(message.get("message"))
+            if run is None:
+                return
+            if kind == STOP:
+                run.stop()
+            else:
+                from .control import filled  # control builds every message; it needs this module
+
+                after = message["after"]
+                answer = filled(
+                    run.message_id,
+                    after=after,
+                    frames=run.frames_after(after),
+                    viewer=message.get("viewer"),
+                )
+                await layer.to_channel(message["reply_to"], answer)
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """This process's hub (one per event loop: tests run a loop per test)."""
+    loop = asyncio.get_running_loop()
+    if (found := _hubs.get(loop)) is None:
+        found = _hubs[loop] = Hub()
+    return found
