@@ -134,6 +134,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Threads that run the live path's database work (sends, flushes, final saves, API-key
+# lookups, snapshots), each keeping its connection open (conversations/db.py). SQLite
+# writes one transaction at a time whatever the number; PostgreSQL takes them in
+# parallel (each holds one pooled connection: keep it under DATABASE_POOL_MAX).
+CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 4)
+
 # --- Channel layer ----------------------------------------------------------------------
 # One process: the in-memory layer. Several processes: Redis carries every event
 # between them. Token traffic needs far more than the default capacity of 100.

@@ -5,12 +5,12 @@ sidebar's search."""
 import uuid
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Length
 
 from . import errors, events
+from .db import db
 from .errors import ChatError
 from .models import ApiKey, Conversation, Message
 from .runs import registry
@@ -31,7 +31,7 @@ def conversation_for(user, conversation_id: Any) -> Conversation | None:
     return conversations_for(user).filter(pk=conversation_id).first()
 
 
-aconversation_for = database_sync_to_async(conversation_for)
+aconversation_for = db(conversation_for)
 
 
 async def aowned_conversation(user, conversation_id: Any) -> Conversation:
@@ -67,7 +67,7 @@ def latest_messages(conversation_id, *, before: Message | None = None) -> tuple[
     return messages, len(sizes) > len(chosen)
 
 
-@database_sync_to_async
+@db
 def _conversation_and_messages(conversation_id, *, page: bool):
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
@@ -97,7 +97,7 @@ async def snapshot(conversation_id, *, page: bool = True) -> events.Event | None
     return events.snapshot(conversation, messages, has_more=has_more)
 
 
-@database_sync_to_async
+@db
 def _older(conversation_id, before_id) -> tuple[list, bool] | None:
     before = Message.objects.filter(conversation_id=conversation_id, pk=before_id).first()
     if before is None:
@@ -140,7 +140,7 @@ def ended_replies(message_ids: list[str]) -> list[Message]:
     return list(Message.objects.filter(pk__in=message_ids).exclude(status=Message.Status.STREAMING))
 
 
-aended_replies = database_sync_to_async(ended_replies)
+aended_replies = db(ended_replies)
 
 
 def saved_message(message_id: Any) -> Message | None:
@@ -148,10 +148,10 @@ def saved_message(message_id: Any) -> Message | None:
     return Message.objects.filter(pk=message_id).first()
 
 
-asaved_message = database_sync_to_async(saved_message)
+asaved_message = db(saved_message)
 
 
-@database_sync_to_async
+@db
 def astreaming_reply(conversation: Conversation, message_id: str | None) -> Message | None:
     """The conversation's streaming reply (the one named, if any)."""
     replies = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
@@ -160,7 +160,7 @@ def astreaming_reply(conversation: Conversation, message_id: str | None) -> Mess
     return replies.first()
 
 
-@database_sync_to_async
+@db
 def aresume_point(conversation_id: Any, message_id: str) -> tuple[Message, bool] | None:
     """The reply an SSE ``Last-Event-ID`` names, and whether anything came after it."""
     try:

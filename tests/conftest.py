@@ -38,8 +38,12 @@ def _close_the_pool_before_dropping_the_test_database(django_db_setup, django_db
     from django.db import connections
 
     # The async ORM calls of tests (aget, acount…) ran on asgiref's executor thread;
-    # its connections are checked out of the pool until closed there.
+    # its connections are checked out of the pool until closed there. So did the live
+    # path's database threads.
     asyncio.run(sync_to_async(connections.close_all)())
+    from conversations import db
+
+    db.shutdown()
     for connection in connections.all():
         if hasattr(connection, "close_pool"):
             connection.close_pool()

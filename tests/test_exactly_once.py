@@ -221,15 +221,14 @@ async def test_a_reply_is_never_published_past_the_lease_window(settings, user, 
     settings.CHAT_OFFLINE_DELAY_MS = 20
     ws = await connect(user, conversation.id)
     await receive(ws)
-    flushes = writes.flushes()
-    real_write = flushes.write
+    real_save = writes.save_texts
     held = asyncio.Event()
 
-    async def slow_write(message_id, **saved):
+    async def slow_save(texts):
         await held.wait()
-        return await real_write(message_id, **saved)
+        return await real_save(texts)
 
-    flushes.write = slow_write
+    writes.save_texts = slow_save
     try:
         await ws.send_json_to({"type": "message.send", "content": "hold on"})
         started = time.monotonic()
@@ -242,7 +241,7 @@ async def test_a_reply_is_never_published_past_the_lease_window(settings, user, 
         held.set()  # the database answers again: the lease is renewed, frames flow
         rest = await receive_until_final(ws)
     finally:
-        flushes.write = real_write
+        writes.save_texts = real_save
     assert [e for e in rest if e["type"] == "token"], "frames resumed after the flush"
     reply = await Message.objects.aget(role="assistant")
     assert reply.status == "completed"

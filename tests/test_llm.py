@@ -5,7 +5,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from conversations import llm
+from conversations import db, llm
 from conversations.models import Message
 from tests.fakes.openai_stub import TRICKY_CHUNKS
 
@@ -135,9 +135,18 @@ async def test_database_writes_are_bounded_by_the_flush_interval_not_tokens(
             writes.append(sql)
         return execute(sql, params, many, context)
 
-    # Every ORM call of async code runs in one thread; watch that thread's connection.
-    watch = database_sync_to_async(lambda: connection.execute_wrappers.append(count_writes))
-    unwatch = database_sync_to_async(lambda: connection.execute_wrappers.remove(count_writes))
+    # The live path's database work runs on conversations.db's threads; watch each
+    # one's connection (and the thread of Django's async ORM calls).
+    def watch_all():
+        db.on_every_thread(lambda: connection.execute_wrappers.append(count_writes))
+        connection.execute_wrappers.append(count_writes)
+
+    def unwatch_all():
+        db.on_every_thread(lambda: connection.execute_wrappers.remove(count_writes))
+        connection.execute_wrappers.remove(count_writes)
+
+    watch = database_sync_to_async(watch_all)
+    unwatch = database_sync_to_async(unwatch_all)
     ws = await connect(user, conversation.id)
     await receive(ws)
     await watch()

@@ -154,45 +154,48 @@ async def test_a_reply_past_its_time_limit_fails_with_what_it_wrote(settings, re
     assert 0 < len(final["message"]["content"]) < 1000
 
 
-async def test_flushes_that_queue_go_to_the_database_together(settings, conversation):
-    """With the one ORM thread busy, the flushes of many replies wait together and are
-    written in one call (a group commit), not one call per reply."""
-    settings.CHAT_FLUSH_INTERVAL_MS = 20
+async def test_one_database_call_per_flush_interval_saves_every_streaming_reply(
+    settings, conversation
+):
+    """Six replies streaming at once: each flush interval, one call saves all of them,
+    so the writes follow the interval, not the number of replies."""
+    settings.CHAT_FLUSH_INTERVAL_MS = 100
     settings.CHAT_FRAME_INTERVAL_MS = 0
-    batches = []
+    calls = []
     real = writes.save_texts
 
-    async def slow_save(texts):
-        batches.append(len(texts))
-        await asyncio.sleep(0.1)  # the ORM thread is busy with others' work
+    async def counted(texts):
+        calls.append(len(texts))
         return await real(texts)
 
     replies = []
     for _ in range(6):
-        asked = await Message.objects.acreate(conversation=conversation, role="user", content="hi")
         # One streaming reply per conversation: each reply gets its own.
         other = await sync_to_async(type(conversation).objects.create)(
             owner_id=conversation.owner_id
         )
+        asked = await Message.objects.acreate(conversation=other, role="user", content="hi")
         replies.append(
             await Message.objects.acreate(
                 conversation=other, role="assistant", status="streaming", reply_to=asked
             )
         )
-    writes.save_texts = slow_save
+    writes.save_texts = counted
     try:
+        started = time.monotonic()
         runs = [
-            start_run(message=r, inputs={}, chain=ScriptedModel(["t "] * 40, gap_s=0.01))
+            start_run(message=r, inputs={}, chain=ScriptedModel(["t "] * 60, gap_s=0.01))
             for r in replies
         ]
         await asyncio.wait_for(asyncio.gather(*(r.task for r in runs)), 20)
+        seconds = time.monotonic() - started
     finally:
         writes.save_texts = real
-    assert max(batches) > 1
-    assert len(batches) < sum(batches)
+    assert max(calls) == 6  # every reply in one call
+    assert len(calls) <= seconds / 0.1 + 1
     for r in replies:
         saved = await Message.objects.aget(pk=r.pk)
-        assert (saved.status, saved.content) == ("completed", "t " * 40)
+        assert (saved.status, saved.content) == ("completed", "t " * 60)
 
 
 async def test_a_run_whose_reply_was_ended_elsewhere_stops_and_says_nothing(settings, reply):

@@ -3,15 +3,17 @@ session (with its CSRF token on anything but a read)."""
 
 import hashlib
 import hmac
+import time
 from datetime import timedelta
+from typing import Any
 
-from channels.db import database_sync_to_async
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.errors import AuthenticationError, HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
+from ..db import db_call
 from ..models import ApiKey
 from ..services.apikeys import KEY_START, PREFIX_CHARS, hash_key
 
@@ -40,7 +42,25 @@ def key_owner(raw: str):
     return key.owner
 
 
-akey_owner = database_sync_to_async(key_owner)
+# A key's owner is remembered for this long (and a wrong key's "nobody" too): busy
+# integrations make no database call per request, and a revoked key stops working
+# within a second on every worker.
+KEY_CACHE_S = 1.0
+_recent: dict[str, tuple[float, Any]] = {}
+
+
+async def akey_owner(raw: str):
+    """key_owner, remembered for KEY_CACHE_S."""
+    digest = hash_key(raw)
+    now = time.monotonic()
+    found = _recent.get(digest)
+    if found is not None and found[0] > now:
+        return found[1]
+    owner = await db_call(key_owner, raw)
+    if len(_recent) > 10_000:
+        _recent.clear()
+    _recent[digest] = (now + KEY_CACHE_S, owner)
+    return owner
 
 
 class CsrfFailed(HttpError):

@@ -68,6 +68,7 @@ class Run:
         self.last_chunk_at = self.started
         self.flushed_seq = 0
         self.last_write = self.started
+        self.finishing = False  # the final save has begun: flushes no longer matter
         self.layer_down = False  # logged once per run, not once per frame
         self.message: Message | None = None  # the final saved message
         self._wake = asyncio.Event()
@@ -113,23 +114,19 @@ class Run:
     # --- the flow ---------------------------------------------------------------------
 
     async def main(self) -> None:
-        """read_model → publish_frames (and flush_periodically, watch_timeouts beside) →
-        finish; the run leaves the registry when it ends."""
+        """read_model → publish_frames → finish, while the process's flusher saves the
+        text and checks the time limits; the run leaves the registry when it ends."""
         self._reader = asyncio.create_task(self.read_model())
-        helpers = [
-            asyncio.create_task(self.flush_periodically()),
-            asyncio.create_task(self.watch_timeouts()),
-        ]
+        flusher = writes.flusher()
+        flusher.add(self)
         await self.join_runner_group()
         try:
             await self.publish_frames()
-            # No flush may start after the final save (a queued one finds the reply ended).
-            for task in helpers:
-                task.cancel()
+            flusher.remove(self)  # no flush is asked for after the final save
             await self.finish()
         finally:
-            for task in (*helpers, self._reader):
-                task.cancel()
+            flusher.remove(self)
+            self._reader.cancel()
             registry.remove(self)
 
     async def join_runner_group(self) -> None:
@@ -227,52 +224,54 @@ class Run:
         else:
             self.layer_down = False
 
-    async def watch_timeouts(self) -> None:
+    # --- what the process's flusher asks (runs/writes.py) ------------------------------
+
+    def check_time_limits(self, now: float) -> None:
         """Fail the reply when it runs past CHAT_REPLY_TIMEOUT_S, or the model falls silent
         for CHAT_CHUNK_TIMEOUT_S mid-reply."""
-        while True:
-            await asyncio.sleep(min(1.0, settings.CHAT_FLUSH_INTERVAL_MS / 1000))
-            now = time.monotonic()
-            if now - self.started > settings.CHAT_REPLY_TIMEOUT_S:
-                self._fail("reply_timeout", "The reply took longer than the time allowed.")
-            elif now - self.last_chunk_at > settings.CHAT_CHUNK_TIMEOUT_S:
-                self._fail("chunk_timeout", "The model stopped sending text mid-reply.")
+        if now - self.started > settings.CHAT_REPLY_TIMEOUT_S:
+            self._fail("reply_timeout", "The reply took longer than the time allowed.")
+        elif now - self.last_chunk_at > settings.CHAT_CHUNK_TIMEOUT_S:
+            self._fail("chunk_timeout", "The model stopped sending text mid-reply.")
 
-    async def flush_periodically(self) -> None:
-        """Flush the text every flush interval, and the heartbeat at least every third of
-        the lease."""
-        interval = settings.CHAT_FLUSH_INTERVAL_MS / 1000
-        heartbeat_every = max(interval, settings.CHAT_RUN_LEASE_S / 3)
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            if self.seq != self.flushed_seq or now - self.last_write >= heartbeat_every:
-                if await self.flush() is False:
-                    return
+    def needs_flush(self, now: float) -> bool:
+        """New text to save, or the heartbeat due (every third of the lease)."""
+        heartbeat_every = settings.CHAT_RUN_LEASE_S / 3
+        return self.seq != self.flushed_seq or now - self.last_write >= heartbeat_every
+
+    def flushed(self, *, seq: int, submitted: float, ended: bool) -> None:
+        """A flush asked for at ``submitted`` saved ``seq``, or found the reply ended."""
+        if self.finishing:
+            return
+        if ended:
+            self._lose()
+            return
+        # The heartbeat was written no earlier than the flush was asked for.
+        self.lease_until = max(self.lease_until, submitted + lease_window())
+        self.flushed_seq = max(self.flushed_seq, seq)
+        self.last_write = max(self.last_write, submitted)
+
+    def flush_failed(self) -> None:
+        """The database did not answer: the lease is not renewed, nothing else changes."""
 
     async def flush(self) -> bool | None:
-        """Save the text so far and renew the lease: True when saved, False when the
-        reply is no longer streaming (the run stops), None when the database failed."""
+        """Save the text now and renew the lease: True when saved, False when the reply
+        is no longer streaming (the run stops), None when the database failed."""
         async with self._flushing:
             seq, text = self.seq, self.text()
             submitted = time.monotonic()
             try:
-                saved = await writes.flushes().write(self.message_id, seq=seq, content=text)
+                ended = await writes.save_texts({self.message_id: (seq, text)})
             except Exception:
                 log.warning("could not flush reply %s; retrying", self.message_id, exc_info=True)
                 return None
-            if not saved:
-                self._lose()
-                return False
-            # The heartbeat was written no earlier than the flush was asked for.
-            self.lease_until = max(self.lease_until, submitted + lease_window())
-            self.flushed_seq = max(self.flushed_seq, seq)
-            self.last_write = submitted
-            return True
+            self.flushed(seq=seq, submitted=submitted, ended=self.message_id in ended)
+            return not self.lost
 
     async def finish(self) -> None:
         if self.lost:
             return  # its ender saved the reply and told the viewers
+        self.finishing = True
         reader = self._reader
         error = None
         if self.stopped:

@@ -1,81 +1,124 @@
-"""What a run writes to the database: its text as it streams, and its final state.
+"""What runs write to the database: their text as they stream, and their final state.
 
-Every ORM call of a process runs on one thread. The flushes that queue while it is busy
-go to the database together, in one call and one transaction (a group commit): with
-many replies streaming, one hop to that thread and one commit serve them all.
+One flusher per process: every ``CHAT_FLUSH_INTERVAL_MS`` it saves the text, seq and
+heartbeat of every run of the process that has new text or a heartbeat due, in one
+database call and one transaction — so the writes per second of a worker follow the
+flush interval, not the number of replies streaming. The same tick checks the runs'
+time limits. A run may also flush on its own, when it must renew its lease at once
+(see run.py, ``holds_lease``).
+
+A save never takes a reply's text back: a row is updated only while the reply streams
+and only with a seq at least as high as the one it holds.
 """
 
 import asyncio
+import logging
+import time
+import uuid
 import weakref
 from typing import Any
 
-from channels.db import database_sync_to_async
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
+from ..db import db
 from ..models import Message
 
+log = logging.getLogger(__name__)
 
-class _Flushes:
+
+class Flusher:
+    """The process's flusher (one per event loop): runs join it while they stream."""
+
     def __init__(self) -> None:
-        self.pending: dict[str, tuple[int, str, asyncio.Future]] = {}
-        self.writer: asyncio.Task | None = None
+        self.runs: set = set()
+        self.task: asyncio.Task | None = None
 
-    async def write(self, message_id: str, *, seq: int, content: str) -> bool:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.pending[message_id] = (seq, content, future)
-        if self.writer is None or self.writer.done():
-            self.writer = loop.create_task(self._write_pending(), name="run-flushes")
-        try:
-            return await future
-        finally:
-            if message_id in self.pending and self.pending[message_id][2] is future:
-                del self.pending[message_id]  # cancelled before its turn: nothing to save
+    def add(self, run) -> None:
+        self.runs.add(run)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._tick(), name="flusher")
 
-    async def _write_pending(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, {}
-            try:
-                ended = await save_texts({k: (seq, text) for k, (seq, text, _) in batch.items()})
-            except Exception as exc:
-                for _, _, future in batch.values():
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for message_id, (_, _, future) in batch.items():
-                if not future.done():
-                    future.set_result(message_id not in ended)
+    def remove(self, run) -> None:
+        self.runs.discard(run)
+
+    async def _tick(self) -> None:
+        interval = settings.CHAT_FLUSH_INTERVAL_MS / 1000
+        while self.runs:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            due = []
+            for run in list(self.runs):
+                run.check_time_limits(now)
+                if run.needs_flush(now):
+                    due.append(run)
+            if due:
+                await save(due)
 
 
-_flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flushes]" = (
+async def save(runs: list) -> None:
+    """Save these runs' text and seq in one call; tell each how it went."""
+    texts = {run.message_id: (run.seq, run.text()) for run in runs}
+    submitted = time.monotonic()
+    try:
+        ended = await save_texts(texts)
+    except Exception:
+        log.warning("could not flush %d replies; retrying", len(texts), exc_info=True)
+        for run in runs:
+            run.flush_failed()
+        return
+    for run in runs:
+        run.flushed(
+            seq=texts[run.message_id][0], submitted=submitted, ended=run.message_id in ended
+        )
+
+
+_flushers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Flusher]" = (
     weakref.WeakKeyDictionary()
 )
 
 
-def flushes() -> _Flushes:
+def flusher() -> Flusher:
     loop = asyncio.get_running_loop()
-    if (flushes := _flushers.get(loop)) is None:
-        flushes = _flushers[loop] = _Flushes()
-    return flushes
+    if (found := _flushers.get(loop)) is None:
+        found = _flushers[loop] = Flusher()
+    return found
 
 
-@database_sync_to_async
+@db
 def save_texts(texts: dict[str, tuple[int, str]]) -> set[str]:
-    """Save streaming replies' text and seq; returns the ids of those that had ended
-    (the sweeper or a stop in another process saved them first)."""
-    now = timezone.now()
-    ended = set()
+    """Save streaming replies' text and seq (one statement for all, run for each row);
+    returns the ids of those that had ended (a sweeper or a stop in another process saved
+    them first)."""
+    if not texts:
+        return set()
+    pk = Message._meta.pk
+    table = connection.ops.quote_name(Message._meta.db_table)
+    column = connection.ops.quote_name
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    ids = {message_id: uuid.UUID(message_id) for message_id in texts}
+    rows = [
+        (content, seq, now, pk.get_db_prep_value(ids[message_id], connection), seq)
+        for message_id, (seq, content) in texts.items()
+    ]
     with transaction.atomic():
-        for message_id, (seq, content) in texts.items():
-            if not Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-                content=content, seq=seq, updated_at=now
-            ):
-                ended.add(message_id)
-    return ended
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET {column('content')} = %s, {column('seq')} = %s, "
+                f"{column('updated_at')} = %s WHERE {column('id')} = %s "
+                f"AND {column('status')} = 'streaming' AND {column('seq')} <= %s",
+                rows,
+            )
+        ended = (
+            Message.objects.filter(pk__in=ids.values())
+            .exclude(status=Message.Status.STREAMING)
+            .values_list("pk", flat=True)
+        )
+        return {str(message_id) for message_id in ended}
 
 
-@database_sync_to_async
+@db
 def save_final(message_id: str, *, status: str, **fields: Any) -> Message | None:
     """A reply's final state; None if it had ended already (a sweeper or a stop in
     another process saved it first, and told its viewers)."""

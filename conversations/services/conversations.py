@@ -4,11 +4,11 @@ one with its first message (a refusal saves nothing), renaming and deleting."""
 from collections.abc import Sequence
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 
 from .. import errors, events, llm
+from ..db import db_call
 from ..errors import ChatError
 from ..live import control
 from ..models import Conversation, Message
@@ -73,9 +73,10 @@ async def conversation_start(
     runs before anything is saved, and a refusal from the start of the reply deletes
     the conversation made for it. The new-chat page and ``/v1`` both start here."""
     replies.check_send(content, client_id)
-    await database_sync_to_async(replies.check_streaming_limit)(owner_id=owner.pk)
+    await db_call(replies.check_streaming_limit, owner_id=owner.pk)
     first = next((text for role, text in turns if role == "user"), content)
-    conversation = await database_sync_to_async(conversation_create)(
+    conversation = await db_call(
+        conversation_create,
         owner=owner,
         source=source,
         title=replies.title_from(first) if turns else "",

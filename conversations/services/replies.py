@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import errors, events, llm, selectors
+from ..db import db
 from ..errors import ChatError
 from ..live import control, layer
 from ..live.subscription import Subscription
@@ -99,18 +99,21 @@ class _Created:
     swept: list[Message] | None = None  # dead replies that stood in the way
 
 
-@database_sync_to_async
+@db
 def _create_exchange(
     conversation: Conversation, content: str, client_id: str | None, model: str, alive: list
 ) -> _Created:
-    """Save the user message and the streaming reply."""
+    """Save the user message and the streaming reply: one trip to a database thread, one
+    transaction — the per-user limit, both rows, the conversation's activity and the
+    history the model sees. A streaming reply in the way (the database refuses a second
+    one per conversation) is swept if its run died, and then only."""
     if client_id and (found := _exchange_for_client_id(conversation, client_id)):
         return _Created(found)
-    with transaction.atomic():
-        swept = sweeper.sweep_stale(Message.objects.filter(conversation=conversation), alive)
-        check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
+    swept: list[Message] = []
+    for attempt in (1, 2):
         try:
             with transaction.atomic():
+                check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
                 user_message = Message.objects.create(
                     conversation=conversation,
                     role=Message.Role.USER,
@@ -118,16 +121,24 @@ def _create_exchange(
                     client_id=client_id,
                 )
                 reply = _new_reply(user_message, model)
+                titled = not conversation.title
+                if titled:
+                    conversation.title = title_from(content)
+                _touch(conversation, model)
+                turns = _turns_before(user_message)
+            return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
         except IntegrityError:
             if client_id and (found := _exchange_for_client_id(conversation, client_id)):
                 return _Created(found)
+            if attempt == 1:
+                with transaction.atomic():
+                    swept = sweeper.sweep_stale(
+                        Message.objects.filter(conversation=conversation), alive
+                    )
+                if swept:
+                    continue
             raise _busy() from None
-        titled = not conversation.title
-        if titled:
-            conversation.title = title_from(content)
-        _touch(conversation, model)
-        turns = _turns_before(user_message)
-    return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
+    raise AssertionError("unreachable")
 
 
 def _new_reply(user_message: Message, model: str) -> Message:
@@ -250,7 +261,7 @@ async def _announce_and_run(
     start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
 
 
-@database_sync_to_async
+@db
 def _create_regeneration(
     conversation: Conversation, message_id: str, model: str, alive: list
 ) -> _Created:
