@@ -28,6 +28,8 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 
+from conversations import metrics
+
 log = logging.getLogger("conversations.server")
 
 # ASGI messages that carry data to a client.
@@ -141,6 +143,7 @@ class ChatServer(Server):
         )
         del self.behind[protocol]
         self.gone.add(protocol)
+        metrics.VIEWERS_LET_GO.inc()
         transport.abortConnection()
         discard_unsent(transport)
         return True

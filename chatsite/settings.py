@@ -254,6 +254,11 @@ CHAT_MAX_COMPLETION_TOKENS = env_int("CHAT_MAX_COMPLETION_TOKENS", 32768)
 # messages of 10,000 characters of plain UTF-8.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CHAT_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 
+# --- Operations ------------------------------------------------------------------------
+# /metrics (Prometheus) answers this bearer token, staff, or — without a token — direct
+# connections from the worker's own host.
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
+
 # --- Accounts, static files, i18n -------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [

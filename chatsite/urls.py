@@ -5,10 +5,12 @@ from django.urls import include, path
 from conversations import health, views_keys
 from conversations import views as chat_views
 from conversations.api import api
+from conversations.metrics import metrics_view
 from conversations.openai_compat import openai_api
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("v1/", openai_api.urls),

@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from . import errors, events, selectors
+from . import errors, events, metrics, selectors
 from .errors import ChatError
 from .live import viewer as live_viewer
 from .live.hub import LOST, hub
@@ -85,6 +85,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     viewer: Viewer | None = None
     watchdog: asyncio.Task | None = None
     subscriber = None
+    counted = False  # in the open-connections gauge
     # Snapshots and history pages cost a database read and a large frame each.
     expensive: TokenBucket | None = None
 
@@ -97,6 +98,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             log.warning("channel layer lost; closing a viewer so it reconnects")
             await send({"type": "websocket.close", "code": CLOSE_LIVE_LOST})
         finally:
+            if self.counted:
+                metrics.CONNECTIONS.labels("websocket").dec()
             if self.watchdog is not None:
                 self.watchdog.cancel()
             if self.subscriber is not None:
@@ -129,6 +132,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             burst=settings.CHAT_RESYNC_BURST, interval_s=settings.CHAT_RESYNC_INTERVAL_S
         )
         await self.accept()
+        self.counted = True
+        metrics.CONNECTIONS.labels("websocket").inc()
         try:
             # Subscribe before reading the snapshot, so no frame falls between the two.
             self.subscriber = await hub().subscribe(self.conversation.id)

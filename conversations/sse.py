@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from django.http import StreamingHttpResponse
 
-from . import events
+from . import events, metrics
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,11 @@ async def framed(items, *, on_close) -> AsyncIterator[str]:
     """A live stream's items (live/streams.py) as SSE text: the opening comment, then each
     event and ping. ``on_close`` runs when it ends, also when the client hangs up: that
     detaches this viewer only; the reply goes on."""
+    metrics.CONNECTIONS.labels("sse").inc()
     try:
         yield OPENING
         async for item in items:
             yield encode(item.text, item.event) if item.event else PING
     finally:
+        metrics.CONNECTIONS.labels("sse").dec()
         await on_close()

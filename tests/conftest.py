@@ -87,6 +87,9 @@ async def _runs_end_with_their_test():
         run.stop()
     if pending:
         await asyncio.wait(pending, timeout=5)
+    from conversations.llm.client import close_clients
+
+    await close_clients()
 
 
 @pytest.fixture

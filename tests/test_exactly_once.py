@@ -154,7 +154,7 @@ async def test_a_resume_near_the_end_gets_no_token_and_no_second_final(
 
 # --- a run whose lease expired -------------------------------------------------------------
 
-LEASE_S = 3
+LEASE_S = 5
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer
 
+from .. import metrics
 from ..runs import registry
 from . import layer
 
@@ -73,6 +74,7 @@ class Subscriber:
         try:
             self.inbox.put_nowait(message)
         except asyncio.QueueFull:
+            metrics.FRAMES_DROPPED.inc()
             self.dropped += 1
             if self.dropped == 1:
                 log.warning("a viewer of %s fell behind; dropping frames", self.conversation_id)

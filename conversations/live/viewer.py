@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .. import events, selectors
+from .. import events, metrics, selectors
 from ..runs import registry
 from . import control
 
@@ -142,6 +142,7 @@ class Viewer:
             )
         run = registry.local_run(message_id)
         if run is not None:
+            metrics.FRAMES_FILLED.labels("local").inc()
             await self.on_filled(
                 {"message": message_id, "after": have, "frames": run.frames_after(have)}
             )
@@ -164,6 +165,8 @@ class Viewer:
         """The run's answer to a fill: every frame after ``after``."""
         message_id = reply["message"]
         gap = self.gaps.pop(message_id, None)
+        if gap is not None:
+            metrics.FRAMES_FILLED.labels("remote").inc()
         have = self.held.get(message_id)
         if have is None or message_id in self.ended:
             return  # the reply ended meanwhile; its final event carried the whole text
@@ -188,6 +191,7 @@ class Viewer:
                 await self.emit_final(events.dumps(events.message_final(message)), str(message.id))
 
     async def _resync_and_replay(self, frames: list[dict]) -> None:
+        metrics.RESYNCS.inc()
         await self.resync()
         for frame in frames:
             if frame["message"] in self.held or frame["final"]:

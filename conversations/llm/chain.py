@@ -1,7 +1,6 @@
 """The chain that feeds the model: ``prompt | llm``, where the prompt is the system
 prompt, the conversation's history (trimmed to a token budget) and the new message."""
 
-import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable, RunnableSequence
 
-from .client import get_llm
+from .client import get_llm, per_loop
 
 PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -42,7 +41,7 @@ def get_chain(options: dict | None = None) -> Runnable:
     return _default_chain()
 
 
-@functools.cache
+@per_loop
 def _default_chain() -> Runnable:
     return PROMPT | get_llm()
 

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from langchain_core.runnables import Runnable
 
-from .. import events, llm
+from .. import events, llm, metrics
 from ..live import control
 from ..live.hub import hub
 from ..models import Message
@@ -155,6 +155,7 @@ class Run:
                 if text:
                     if self.first_token_at is None:
                         self.first_token_at = self.last_chunk_at
+                        metrics.TIME_TO_FIRST_TOKEN.observe(self.first_token_at - self.started)
                     # Model output is untrusted: what no database stores or no encoder
                     # sends (NUL, unpaired surrogates) is replaced here, once.
                     self.waiting.append(sanitize(text))
@@ -214,6 +215,7 @@ class Run:
         self.parts.append(text)
         if not send:
             return
+        metrics.FRAMES_PUBLISHED.inc()
         try:
             await hub().publish(self.conversation_id, message)
         except Exception:
@@ -284,6 +286,7 @@ class Run:
             log.info(
                 "reply %s failed: %s %s", self.message_id, error["code"], error.get("upstream")
             )
+            metrics.MODEL_ERRORS.labels(error["code"]).inc()
         else:
             status = Message.Status.COMPLETED
         now = time.monotonic()
@@ -296,6 +299,7 @@ class Run:
             duration_ms=round((now - self.started) * 1000),
         )
         if self.message is not None:
+            metrics.REPLIES_FINISHED.labels(self.message.status).inc()
             await control.publish(self.conversation_id, events.message_final(self.message))
 
     async def save_final(self, *, status: str, **fields: Any) -> Message | None:
@@ -328,5 +332,6 @@ def start_run(*, message: Message, inputs: dict, chain: Runnable) -> Run:
     run = Run(message=message, inputs=inputs, chain=chain)
     # The registry holds the run (and so its task) until it ends.
     registry.add(run)
+    metrics.REPLIES_STARTED.inc()
     run.task = asyncio.get_running_loop().create_task(run.main(), name=f"run-{run.message_id}")
     return run

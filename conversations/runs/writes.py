@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from .. import metrics
 from ..db import db
 from ..models import Message
 
@@ -63,6 +64,8 @@ async def save(runs: list) -> None:
     submitted = time.monotonic()
     try:
         ended = await save_texts(texts)
+        metrics.FLUSH_SECONDS.observe(time.monotonic() - submitted)
+        metrics.FLUSH_REPLIES.observe(len(texts))
     except Exception:
         log.warning("could not flush %d replies; retrying", len(texts), exc_info=True)
         for run in runs:

@@ -8,6 +8,7 @@ Consumers, SSE views and API views only parse and authorise, then call these. Ea
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import errors, events, llm, selectors
+from .. import errors, events, llm, metrics, selectors
 from ..db import db
 from ..errors import ChatError
 from ..live import control, layer
@@ -231,9 +232,11 @@ async def subscribe(conversation_id) -> Subscription:
 
 
 async def _start(conversation, content, client_id, options) -> Exchange:
+    asked = time.monotonic()
     created = await _create_exchange(
         conversation, content, client_id, llm.model_name(), registry.local_message_ids()
     )
+    metrics.SEND_DB_SECONDS.observe(time.monotonic() - asked)
     if created.exchange.created:
         await control.publish(
             conversation.id, events.message_created(created.exchange.user_message, client_id)

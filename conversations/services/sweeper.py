@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import events
+from .. import events, metrics
 from ..live import control
 from ..models import Message
 from ..runs import registry
@@ -52,6 +52,7 @@ def _sweep_all(alive: list[str]) -> list[Message]:
 async def sweep_replies() -> list[Message]:
     """End every reply whose run died, and tell its viewers."""
     swept = await _sweep_all(registry.local_message_ids())
+    metrics.REPLIES_FINISHED.labels(Message.Status.INTERRUPTED).inc(len(swept))
     for message in swept:
         log.warning("reply %s interrupted: its run stopped sending heartbeats", message.id)
         await control.publish(message.conversation_id, events.message_final(message))
@@ -68,6 +69,7 @@ async def sweep_own_replies() -> list[Message]:
     """At a worker's start: the replies it was running when it stopped (killed, crashed)
     end now, as interrupted with what was saved, rather than when their lease expires."""
     swept = await _sweep_worker(registry.worker_id())
+    metrics.REPLIES_FINISHED.labels(Message.Status.INTERRUPTED).inc(len(swept))
     for message in swept:
         log.warning("reply %s interrupted: its worker restarted", message.id)
         await control.publish(message.conversation_id, events.message_final(message))
