@@ -27,6 +27,8 @@ from django.db import transaction
 from django.utils import timezone
 from langchain_core.runnables import Runnable
 
+from webhooks import outbox
+
 from . import events, llm
 from .models import Message
 from .text import sanitize
@@ -450,6 +452,7 @@ FINAL_SAVE_ATTEMPTS = 16
 
 
 @database_sync_to_async
+@transaction.atomic  # the final state and its webhook events commit together
 def _save_final(run: Run, *, status: str, **fields: Any) -> Message | None:
     updated = Message.objects.filter(pk=run.message_id, status=Message.Status.STREAMING).update(
         status=status,
@@ -462,7 +465,9 @@ def _save_final(run: Run, *, status: str, **fields: Any) -> Message | None:
     )
     if not updated:
         return None  # already ended elsewhere; its ender told the viewers
-    return Message.objects.get(pk=run.message_id)
+    message = Message.objects.get(pk=run.message_id)
+    outbox.record_reply_final(message)
+    return message
 
 
 # --- flushes ------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from webhooks import outbox
+
 from . import events, llm, runs
 from .errors import ChatError
 from .models import Conversation, Message
@@ -331,6 +333,7 @@ def _sweep(replies, alive: list[str], *, stale_only: bool = True) -> list[Messag
         }
         message.completed_at = now
         message.save(update_fields=["status", "error", "completed_at", "updated_at"])
+        outbox.record_reply_final(message)
     return stale
 
 
@@ -413,6 +416,7 @@ def conversation_create(
             for index, message in enumerate(messages):
                 message.created_at = start + timedelta(microseconds=index)
             Message.objects.bulk_update(messages, ["created_at"])
+        outbox.record_conversation_created(conversation)
     return conversation
 
 
@@ -440,4 +444,10 @@ async def conversation_delete(*, conversation: Conversation) -> None:
         await reply_stop(conversation=conversation)
     except ChatError:
         pass  # nothing streams, or its worker is gone: its saves then match no row
-    await conversation.adelete()
+    await database_sync_to_async(_delete_recorded)(conversation)
+
+
+@transaction.atomic
+def _delete_recorded(conversation: Conversation) -> None:
+    outbox.record_conversation_deleted(conversation)
+    conversation.delete()

@@ -10,6 +10,8 @@ import weakref
 
 from django.conf import settings
 
+from webhooks import outbox
+
 from . import services
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ def start_worker_tasks() -> None:
     loop = asyncio.get_running_loop()
     if loop not in _sweepers:
         _sweepers[loop] = loop.create_task(sweep_periodically(), name="sweep-replies")
+        outbox.start_delivery()
 
 
 async def sweep_periodically() -> None:
