@@ -229,6 +229,7 @@ class Deliverer:
         self.loop = asyncio.get_running_loop()
         self.woken = asyncio.Event()
         self.in_flight: set[asyncio.Task] = set()
+        self.attempts = 0  # made by this loop, for `deliver_webhooks`' report
 
     def wake(self) -> None:
         if not self.loop.is_closed():
@@ -260,6 +261,7 @@ class Deliverer:
     async def _attempt(self, claimed: Claimed) -> None:
         try:
             await attempt(claimed)
+            self.attempts += 1
         except asyncio.CancelledError:
             raise
         except Exception:

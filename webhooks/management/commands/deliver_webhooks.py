@@ -31,8 +31,9 @@ class Command(BaseCommand):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        delivery.start()
+        deliverer = delivery.start()
         self.stdout.write("delivering webhooks", self.style.SUCCESS)
         self.stdout.flush()
         await stop.wait()
         # Attempts in flight are abandoned: their claims expire and they are retried.
+        self.stdout.write(f"stopped; {deliverer.attempts} attempts made")
