@@ -319,3 +319,73 @@ def test_the_payload_is_compact_json_with_the_protocols_objects(hooks, receiver,
     from conversations import events
 
     assert json.loads(body)["data"]["conversation"] == events.conversation_out(conversation)
+
+
+def self_signed(name: str, directory) -> tuple[str, str]:
+    """A certificate for ``name`` and its key, as PEM files (the receiver's own CA)."""
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_https_goes_to_the_checked_address_with_the_names_sni_host_and_certificate(
+    hooks, user, monkeypatch, tmp_path
+):
+    """The attempt connects to the address it checked, yet TLS and HTTP speak the URL's
+    name. The receiver's certificate is its own: only the trust store is replaced."""
+    import ssl
+
+    from webhooks import client
+
+    cert, key = self_signed("localhost", tmp_path)
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=cert)
+    monkeypatch.setattr(client, "ssl_context", lambda: trusting)
+    hooks.CHAT_WEBHOOK_ALLOW_HTTP = False
+    with Receiver(tls=server_side) as rx:
+        endpoint = webhooks.endpoint_create(owner=user, url=f"https://localhost:{rx.port}/tls")
+        rx.secrets.append(endpoint.secret)
+        services.conversation_create(owner=user)
+        deliver_until(settled)
+        assert Delivery.objects.get().status == "succeeded"
+        (request,) = rx.received
+        assert request.verified_by == [endpoint.secret]
+        assert request.headers["host"] == f"localhost:{rx.port}"
+        assert rx.server_names == ["localhost"]
+
+        # A certificate for another name is refused, as it should be.
+        Endpoint.objects.filter(pk=endpoint.pk).update(url=f"https://127.0.0.1:{rx.port}/tls")
+        services.conversation_create(owner=user)
+        deliver_until(settled)
+        assert len(rx.received) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in Attempt.objects.order_by("pk").last().error

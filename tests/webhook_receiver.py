@@ -3,6 +3,7 @@ request's signature with the ``standardwebhooks`` package and answers as a test 
 it (a status, a redirect, or no answer at all for a while)."""
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,12 @@ class Receiver:
     """``respond(received, nth)`` chooses each answer; ``nth`` counts the requests with
     the same webhook-id so far (1 for the first)."""
 
-    def __init__(self, respond: Callable[[Received, int], Answer] | None = None):
+    def __init__(
+        self,
+        respond: Callable[[Received, int], Answer] | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ):
         self.secrets: list[str] = []
         self.received: list[Received] = []
         self.respond = respond or (lambda received, nth: Answer())
@@ -78,6 +84,12 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        self.server_names: list[str | None] = []  # SNI of each TLS handshake
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def verify(self, body: bytes, headers: dict[str, str]) -> list[str]:
@@ -95,7 +107,7 @@ class Receiver:
         return self.server.server_address[1]
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def ids(self) -> list[str]:
         with self._lock:
