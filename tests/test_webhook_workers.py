@@ -221,3 +221,42 @@ def test_two_delivery_processes_never_send_one_attempt_twice(user, hooks):
     assert set(Delivery.objects.values_list("status", "attempts")) == {("succeeded", 2)}
     made = [int(report.rsplit("stopped; ", 1)[1].split()[0]) for report in reports]
     assert sum(made) == 2 * events and min(made) > 0, reports  # both took part
+
+
+def readme_receiver(secret: str, port: int) -> str:
+    """The README's Python receiver, with this endpoint's secret and a free port."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = readme.split("```python\n")[1:]
+    (code,) = [b.split("```", 1)[0] for b in blocks if "from standardwebhooks import" in b]
+    assert '"whsec_..."' in code and "9000" in code
+    return code.replace('"whsec_..."', repr(secret)).replace("9000", str(port))
+
+
+def test_the_readmes_receiver_verifies_and_prints_a_reply_sent_without_waiting(
+    worker, key, tmp_path
+):
+    api = httpx.Client(base_url=f"{worker.url}/api", headers=bearer(key), timeout=20)
+    port = servers.free_port()
+    endpoint = api.post(
+        "/webhooks", json={"url": f"http://127.0.0.1:{port}/", "events": ["message.completed"]}
+    ).json()
+    script = tmp_path / "receiver.py"
+    script.write_text(readme_receiver(endpoint["secret"], port))
+    receiver = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        servers.wait_for_port(port, receiver)
+        conversation = api.post("/conversations", json={}).json()
+        sent = api.post(
+            f"/conversations/{conversation['id']}/messages",
+            json={"content": "tokens=7", "wait": False},
+        )
+        assert sent.status_code == 202
+        printed = receiver.stdout.readline()  # the reply's text, once it is verified
+    finally:
+        receiver.kill()
+        receiver.wait(timeout=10)
+    assert printed.split() == [f"t{n}" for n in range(1, 8)]
+    deliveries = api.get(f"/webhooks/{endpoint['id']}/deliveries").json()["items"]
+    assert [a["status_code"] for a in deliveries[0]["attempts"]] == [204]
