@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "ninja",  # the API's interactive docs, served from its own static files
     "conversations",
     "review",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -259,6 +260,30 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("CHAT_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 # connections from the worker's own host.
 CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
 
+# --- Webhooks ---------------------------------------------------------------------------
+# Each user's endpoints hear of their replies' final states and of their conversations
+# being created and deleted (README, "Webhooks"). Deliveries leave from every worker.
+
+# Delays in seconds before each retry of a failed delivery (then it is failed); each
+# gets up to 10 % of jitter. Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+CHAT_WEBHOOK_RETRY_SCHEDULE = [
+    float(delay)
+    for delay in env_list("CHAT_WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000")
+]
+# One attempt, from resolving the name to the end of the answer's first 4 KiB.
+CHAT_WEBHOOK_TIMEOUT_S = env_float("CHAT_WEBHOOK_TIMEOUT_S", 10)
+# http:// URLs, and addresses that are loopback, private, link-local or otherwise not
+# public (after DNS, on every attempt): refused unless set (tests, closed networks).
+CHAT_WEBHOOK_ALLOW_HTTP = env_bool("CHAT_WEBHOOK_ALLOW_HTTP")
+CHAT_WEBHOOK_ALLOW_PRIVATE = env_bool("CHAT_WEBHOOK_ALLOW_PRIVATE")
+CHAT_MAX_WEBHOOKS_PER_USER = env_int("CHAT_MAX_WEBHOOKS_PER_USER", 10)
+# An endpoint whose every attempt failed for this long is disabled (its owner sees why).
+CHAT_WEBHOOK_DISABLE_AFTER_S = env_float("CHAT_WEBHOOK_DISABLE_AFTER_S", 5 * 86400)
+# How often a worker looks for due deliveries made elsewhere (its own go out at once),
+# and how many attempts it has in flight at most.
+CHAT_WEBHOOK_POLL_S = env_float("CHAT_WEBHOOK_POLL_S", 2)
+CHAT_WEBHOOK_CONCURRENCY = env_int("CHAT_WEBHOOK_CONCURRENCY", 10)
+
 # --- Accounts, static files, i18n -------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -318,6 +343,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "conversations": {"level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
+        "webhooks": {"level": os.environ.get("CHAT_LOG_LEVEL", "INFO")},
         # Access logs would carry Authorization headers' neighbours; keep them quiet.
         "httpx": {"level": "WARNING"},
     },

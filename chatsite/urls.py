@@ -7,6 +7,7 @@ from conversations import views as chat_views
 from conversations.api import api
 from conversations.metrics import metrics_view
 from conversations.openai_compat import openai_api
+from webhooks import api as webhooks_api  # noqa: F401  (adds /api/webhooks to `api`)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -18,6 +19,7 @@ urlpatterns = [
     path("settings/api-keys/<int:key_id>/revoke/", views_keys.revoke, name="api-key-revoke"),
     path("login/", chat_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("webhooks.urls")),
     path("", include("review.urls")),
     path("", include("conversations.urls")),
 ]

@@ -1,4 +1,5 @@
-"""Background work every worker process does beside serving: sweeping dead replies.
+"""Background work every worker process does beside serving: sweeping dead replies, and
+what other apps start with it (hooks.worker_started: webhooks' deliveries).
 
 Started once per process by the ASGI application on its first connection (so it runs
 under daphne, uvicorn or a test server alike), on the process's event loop.
@@ -10,6 +11,7 @@ import weakref
 
 from django.conf import settings
 
+from . import hooks
 from .services import sweeper
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ def start_worker_tasks() -> None:
     loop = asyncio.get_running_loop()
     if loop not in _sweepers:
         _sweepers[loop] = loop.create_task(sweep_periodically(), name="sweep-replies")
+        hooks.run(hooks.worker_started)
 
 
 async def sweep_periodically() -> None:

@@ -171,3 +171,14 @@ def daphne_server(django_db_setup, django_db_blocker):
     server = start_daphne(name="daphne")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hooks(settings):
+    """Webhooks may go to a receiver on loopback over plain HTTP, retried at once, each
+    attempt 1 s at most."""
+    settings.CHAT_WEBHOOK_ALLOW_HTTP = True
+    settings.CHAT_WEBHOOK_ALLOW_PRIVATE = True
+    settings.CHAT_WEBHOOK_RETRY_SCHEDULE = [0.0, 0.0, 0.0]
+    settings.CHAT_WEBHOOK_TIMEOUT_S = 1.0
+    return settings

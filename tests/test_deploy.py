@@ -229,8 +229,9 @@ def nginx_for(
     )
 
 
-def self_signed_certificate(directory: Path) -> None:
-    """A throwaway certificate for 127.0.0.1, as fullchain.pem and privkey.pem."""
+def self_signed_certificate(directory: Path, name: str = "127.0.0.1") -> None:
+    """A throwaway certificate for ``name`` (an address or a host name), as fullchain.pem
+    and privkey.pem."""
     import datetime
     import ipaddress
 
@@ -240,20 +241,21 @@ def self_signed_certificate(directory: Path) -> None:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    try:
+        alt_name = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        alt_name = x509.DNSName(name)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName([alt_name]), critical=False)
         .sign(key, hashes.SHA256())
     )
     directory.mkdir()

@@ -75,6 +75,7 @@ class SendIn(Schema):
     client_id: str | None = Field(
         None, description="your id for this send: a retry with the same id starts nothing new"
     )
+    wait: bool = Field(True, description="false: answer 202 at once, even to text/event-stream")
 
 
 class ExchangeOut(Schema):

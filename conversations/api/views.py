@@ -162,12 +162,15 @@ async def send_message(request, conversation_id: ConversationId, body: SendIn):
     live in every open tab whatever happens to this request.
 
     With `Accept: text/event-stream` the reply's events stream back (two
-    `message.created`, `token`…, one final event), else the answer is 202 with both messages.
+    `message.created`, `token`…, one final event), else the answer is 202 with both messages;
+    `"wait": false` or `Prefer: respond-async` ask for the 202 whatever `Accept` says (the
+    final state can come by webhook).
     Refusals (400, 404, 409 a reply is streaming, 413, 429) come before anything is
     saved; a repeated `client_id` starts nothing and answers with the earlier send.
     """
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
-    streamed = sse.wants_event_stream(request)
+    prefer = request.headers.get("Prefer", "").lower()
+    streamed = sse.wants_event_stream(request) and body.wait and "respond-async" not in prefer
     exchange = await replies.reply_start(
         conversation=conversation, content=body.content, client_id=body.client_id, watch=streamed
     )

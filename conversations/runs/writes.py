@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import metrics
+from .. import hooks, metrics
 from ..db import db
 from ..models import Message
 
@@ -122,6 +122,7 @@ def save_texts(texts: dict[str, tuple[int, str]]) -> set[str]:
 
 
 @db
+@transaction.atomic  # the final state and what hooks record of it commit together
 def save_final(message_id: str, *, status: str, **fields: Any) -> Message | None:
     """A reply's final state; None if it had ended already (a sweeper or a stop in
     another process saved it first, and told its viewers)."""
@@ -130,4 +131,6 @@ def save_final(message_id: str, *, status: str, **fields: Any) -> Message | None
     )
     if not updated:
         return None
-    return Message.objects.get(pk=message_id)
+    message = Message.objects.get(pk=message_id)
+    hooks.run(hooks.reply_final, message)
+    return message

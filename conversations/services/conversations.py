@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 
-from .. import errors, events, llm
+from .. import errors, events, hooks, llm
 from ..db import db_call
 from ..errors import ChatError
 from ..live import control
@@ -55,6 +55,7 @@ def conversation_create(
             for index, message in enumerate(messages):
                 message.created_at = start + timedelta(microseconds=index)
             Message.objects.bulk_update(messages, ["created_at"])
+        hooks.run(hooks.conversation_created, conversation)
     return conversation
 
 
@@ -92,7 +93,7 @@ async def conversation_start(
             watch=watch,
         )
     except ChatError:
-        await conversation.adelete()  # nothing streams in it: the start was refused
+        await db_call(_delete, conversation)  # nothing streams in it: the start was refused
         raise
     return conversation, exchange
 
@@ -121,4 +122,10 @@ async def conversation_delete(*, conversation: Conversation) -> None:
         await replies.reply_stop(conversation=conversation)
     except ChatError:
         pass  # nothing streams, or its worker is gone: its saves then match no row
-    await conversation.adelete()
+    await db_call(_delete, conversation)
+
+
+@transaction.atomic  # the deletion and what hooks record of it commit together
+def _delete(conversation: Conversation) -> None:
+    hooks.run(hooks.conversation_deleted, conversation)
+    conversation.delete()

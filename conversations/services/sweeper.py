@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import events, metrics
+from .. import events, hooks, metrics
 from ..live import control
 from ..models import Message
 from ..runs import registry
@@ -40,6 +40,7 @@ def sweep_stale(replies, alive: list[str], *, stale_only: bool = True) -> list[M
         }
         message.completed_at = now
         message.save(update_fields=["status", "error", "completed_at", "updated_at"])
+        hooks.run(hooks.reply_final, message)
     return stale
 
 

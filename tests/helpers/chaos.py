@@ -192,7 +192,7 @@ class ClientState:
 class Target:
     """Where clients connect: the workers, and a way to authenticate."""
 
-    workers: list  # tests.servers.Server, restartable in place
+    workers: list  # tests.helpers.servers.Server, restartable in place
     cookie: str
     key: str
 
