@@ -305,6 +305,39 @@ def _openai_chunk(reply: Reply, data: str, at: float) -> bool:
     return False
 
 
+async def chatsite_v1(port: int, api_key: str, content: str) -> Reply:
+    """``POST /v1/chat/completions`` streamed, as the openai SDK would: a new
+    conversation per request."""
+    return await _sse_reply(
+        port,
+        "/v1/chat/completions",
+        {"model": "stub-model", "stream": True, "messages": [{"role": "user", "content": content}]},
+        {"Authorization": f"Bearer {api_key}", "Accept": "text/event-stream"},
+        _openai_chunk,
+    )
+
+
+async def metrics(port: int) -> dict[str, float]:
+    """A worker's /metrics (it answers its own host), as {sample name with labels: value}."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        raw = (await reader.read()).decode()
+    finally:
+        writer.close()
+    found = {}
+    for line in raw.split("\r\n\r\n", 1)[-1].splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                found[name] = float(value)
+            except ValueError:
+                pass
+    return found
+
+
 async def stub_direct(port: int, content: str, model: str = "stub-model") -> Reply:
     """The stub's own latency: its stream read straight, with no relay in between."""
     return await _sse_reply(

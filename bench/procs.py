@@ -66,14 +66,14 @@ class Proc:
 class Environment:
     """A throwaway world for one bench run: a temp dir, the stub, the database, Redis."""
 
-    def __init__(self, *, frame_interval_ms: float | None = None):
+    def __init__(self, *, frame_interval_ms: float | None = None, database_url: str = ""):
         self.tmp = tempfile.TemporaryDirectory(prefix="chatsite-bench-")
         self.dir = Path(self.tmp.name)
         self.procs: list[Proc] = []
         self.redis_server = None
         self.redis_url = os.environ.get("REDIS_URL", "")
         self.scratch_database: str | None = None
-        self.database_url = self.create_database(os.environ.get("DATABASE_URL", ""))
+        self.database_url = self.create_database(database_url)
         self.frame_interval_ms = frame_interval_ms
         self.stub: Proc | None = None
 

