@@ -1,6 +1,8 @@
 """Conversations: creating one (with the earlier turns an integration brings), starting
 one with its first message (a refusal saves nothing), renaming and deleting."""
 
+import functools
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -17,16 +19,8 @@ from . import replies
 from .replies import Exchange
 
 
-def conversation_create(
-    *,
-    owner,
-    source: str = Conversation.Source.WEB,
-    title: str = "",
-    system_prompt: str = "",
-    turns: Sequence[tuple[str, str]] = (),
-) -> Conversation:
-    """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
-    as an integration that sends a whole chat history brings them."""
+def check_new(*, title: str, system_prompt: str, turns: Sequence[tuple[str, str]]) -> None:
+    """What a new conversation may start with (every surface, before anything is saved)."""
     check_text(title, "title")
     check_text(system_prompt, "system_prompt")
     if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
@@ -37,26 +31,45 @@ def conversation_create(
         check_text(content, "messages")
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise errors.too_long("message", len(content), settings.CHAT_MAX_MESSAGE_CHARS)
+
+
+def conversation_create(
+    *,
+    owner,
+    source: str = Conversation.Source.WEB,
+    title: str = "",
+    system_prompt: str = "",
+    turns: Sequence[tuple[str, str]] = (),
+) -> Conversation:
+    """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
+    as an integration that sends a whole chat history brings them."""
+    check_new(title=title, system_prompt=system_prompt, turns=turns)
+    conversation = Conversation(
+        owner=owner,
+        source=source,
+        title=title,
+        system_prompt=system_prompt,
+        model=llm.model_name(),
+    )
     with transaction.atomic():
-        conversation = Conversation.objects.create(
-            owner=owner,
-            source=source,
-            title=title,
-            system_prompt=system_prompt,
-            model=llm.model_name(),
-        )
-        if turns:
-            messages = Message.objects.bulk_create(
-                Message(conversation=conversation, role=role, content=content)
-                for role, content in turns
-            )
-            # One clock reading can serve several rows; the history's order must not tie.
-            start = messages[0].created_at
-            for index, message in enumerate(messages):
-                message.created_at = start + timedelta(microseconds=index)
-            Message.objects.bulk_update(messages, ["created_at"])
-        hooks.run(hooks.conversation_created, conversation)
+        _save_new(conversation, turns)
     return conversation
+
+
+def _save_new(conversation: Conversation, turns: Sequence[tuple[str, str]]) -> None:
+    """Save a new conversation and the turns it starts with (in the caller's transaction)."""
+    conversation.save(force_insert=True)
+    if turns:
+        messages = Message.objects.bulk_create(
+            Message(conversation=conversation, role=role, content=content)
+            for role, content in turns
+        )
+        # One clock reading can serve several rows; the history's order must not tie.
+        start = messages[0].created_at
+        for index, message in enumerate(messages):
+            message.created_at = start + timedelta(microseconds=index)
+        Message.objects.bulk_update(messages, ["created_at"])
+    hooks.run(hooks.conversation_created, conversation)
 
 
 async def conversation_start(
@@ -70,31 +83,28 @@ async def conversation_start(
     options: dict | None = None,
     watch: bool = False,
 ) -> tuple[Conversation, Exchange]:
-    """A new conversation and its first message's reply, or nothing at all: every check
-    runs before anything is saved, and a refusal from the start of the reply deletes
-    the conversation made for it. The new-chat page and ``/v1`` both start here."""
-    replies.check_send(content, client_id)
-    await db_call(replies.check_streaming_limit, owner_id=owner.pk)
+    """A new conversation and its first message's reply, or nothing at all: the
+    conversation is saved in the same transaction as the message and the reply, so a
+    refusal (a limit, the live layer down) leaves no trace. The new-chat page and
+    ``/v1`` both start here."""
+    check_new(title="", system_prompt=system_prompt, turns=turns)
     first = next((text for role, text in turns if role == "user"), content)
-    conversation = await db_call(
-        conversation_create,
+    conversation = Conversation(
+        id=uuid.uuid4(),
         owner=owner,
         source=source,
         title=replies.title_from(first) if turns else "",
         system_prompt=system_prompt,
-        turns=turns,
+        model=llm.model_name(),
     )
-    try:
-        exchange = await replies.reply_start(
-            conversation=conversation,
-            content=content,
-            client_id=client_id,
-            options=options,
-            watch=watch,
-        )
-    except ChatError:
-        await db_call(_delete, conversation)  # nothing streams in it: the start was refused
-        raise
+    exchange = await replies.reply_start(
+        conversation=conversation,
+        content=content,
+        client_id=client_id,
+        options=options,
+        watch=watch,
+        new=functools.partial(_save_new, conversation, turns),
+    )
     return conversation, exchange
 
 

@@ -9,6 +9,7 @@ Consumers, SSE views and API views only parse and authorise, then call these. Ea
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,19 +103,29 @@ class _Created:
 
 @db
 def _create_exchange(
-    conversation: Conversation, content: str, client_id: str | None, model: str, alive: list
+    conversation: Conversation,
+    content: str,
+    client_id: str | None,
+    model: str,
+    alive: list,
+    new: Callable[[], None] | None = None,
 ) -> _Created:
     """Save the user message and the streaming reply: one trip to a database thread, one
     transaction — the per-user limit, both rows, the conversation's activity and the
-    history the model sees. A streaming reply in the way (the database refuses a second
-    one per conversation) is swept if its run died, and then only."""
-    if client_id and (found := _exchange_for_client_id(conversation, client_id)):
+    history the model sees; with ``new``, the conversation itself is saved first, in the
+    same transaction. A streaming reply in the way (the database refuses a second one
+    per conversation) is swept if its run died, and then only."""
+    if new is None and client_id and (found := _exchange_for_client_id(conversation, client_id)):
         return _Created(found)
     swept: list[Message] = []
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
+                check_streaming_limit(
+                    owner_id=conversation.owner_id, conversation=None if new else conversation
+                )
+                if new is not None:
+                    new()
                 user_message = Message.objects.create(
                     conversation=conversation,
                     role=Message.Role.USER,
@@ -200,6 +211,7 @@ async def reply_start(
     client_id: str | None = None,
     options: dict | None = None,
     watch: bool = False,
+    new: Callable[[], None] | None = None,
 ) -> Exchange:
     """Save the user's message and start the assistant's reply as a server-side run.
 
@@ -207,14 +219,15 @@ async def reply_start(
     exchange is returned with ``created=False``. ``options`` (``max_tokens``,
     ``temperature``) apply to this reply's model call only. With ``watch``, the
     conversation's events are subscribed to first (``exchange.subscription``), so the
-    caller misses none of the reply's.
+    caller misses none of the reply's. ``new`` saves a conversation that does not exist
+    yet, in the same transaction (services.conversations.conversation_start).
     """
     content, client_id = check_send(content, client_id)
     await _check_live(conversation)
     subscription = await subscribe(conversation.id) if watch else None
     try:
         # Shielded: a client that hangs up mid-call must not cut a send in half.
-        exchange = await asyncio.shield(_start(conversation, content, client_id, options))
+        exchange = await asyncio.shield(_start(conversation, content, client_id, options, new))
     except BaseException:
         if subscription is not None:
             await subscription.close()
@@ -231,10 +244,10 @@ async def subscribe(conversation_id) -> Subscription:
         raise ChatError(errors.LIVE_UNAVAILABLE) from exc
 
 
-async def _start(conversation, content, client_id, options) -> Exchange:
+async def _start(conversation, content, client_id, options, new=None) -> Exchange:
     asked = time.monotonic()
     created = await _create_exchange(
-        conversation, content, client_id, llm.model_name(), registry.local_message_ids()
+        conversation, content, client_id, llm.model_name(), registry.local_message_ids(), new
     )
     metrics.SEND_DB_SECONDS.observe(time.monotonic() - asked)
     if created.exchange.created:
