@@ -1,16 +1,19 @@
 """Conversations: creating one (with the earlier turns an integration brings), starting
-one with its first message (a refusal saves nothing), renaming and deleting."""
+one with its first message (a refusal saves nothing), its settings (model, system
+prompt), renaming and deleting."""
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 
-from .. import errors, events, llm
+from .. import errors, events
 from ..errors import ChatError
 from ..live import control
+from ..llm import catalog
 from ..models import Conversation, Message
 from ..text import check_text
 from . import replies
@@ -24,15 +27,15 @@ def conversation_create(
     title: str = "",
     system_prompt: str = "",
     turns: Sequence[tuple[str, str]] = (),
+    model: str | None = None,
+    temperature: float | None = None,
 ) -> Conversation:
     """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
-    as an integration that sends a whole chat history brings them."""
+    as an integration that sends a whole chat history brings them. ``model``: a catalog
+    name (None: the default)."""
     check_text(title, "title")
-    check_text(system_prompt, "system_prompt")
-    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
-        raise errors.too_long(
-            "system prompt", len(system_prompt), settings.CHAT_MAX_SYSTEM_PROMPT_CHARS
-        )
+    check_system_prompt(system_prompt)
+    model = catalog.check(model) if model is not None else catalog.default().name
     for _, content in turns:
         check_text(content, "messages")
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -43,13 +46,17 @@ def conversation_create(
             source=source,
             title=title,
             system_prompt=system_prompt,
-            model=llm.model_name(),
+            model=model,
+            temperature=temperature,
         )
         if turns:
-            messages = Message.objects.bulk_create(
+            messages = [
                 Message(conversation=conversation, role=role, content=content)
                 for role, content in turns
-            )
+            ]
+            for parent, message in zip([None, *messages], messages, strict=False):
+                message.parent = parent  # one branch, in the order given
+            messages = Message.objects.bulk_create(messages)
             # One clock reading can serve several rows; the history's order must not tie.
             start = messages[0].created_at
             for index, message in enumerate(messages):
@@ -68,6 +75,8 @@ async def conversation_start(
     client_id: str | None = None,
     options: dict | None = None,
     watch: bool = False,
+    model: str | None = None,
+    temperature: float | None = None,
 ) -> tuple[Conversation, Exchange]:
     """A new conversation and its first message's reply, or nothing at all: every check
     runs before anything is saved, and a refusal from the start of the reply deletes
@@ -81,6 +90,8 @@ async def conversation_start(
         title=replies.title_from(first) if turns else "",
         system_prompt=system_prompt,
         turns=turns,
+        model=model,
+        temperature=temperature,
     )
     try:
         exchange = await replies.reply_start(
@@ -94,6 +105,44 @@ async def conversation_start(
         await conversation.adelete()  # nothing streams in it: the start was refused
         raise
     return conversation, exchange
+
+
+def check_system_prompt(system_prompt: str) -> str:
+    check_text(system_prompt, "system_prompt")
+    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+        raise errors.too_long(
+            "system prompt", len(system_prompt), settings.CHAT_MAX_SYSTEM_PROMPT_CHARS
+        )
+    return system_prompt
+
+
+_UNSET: Any = object()
+
+
+async def conversation_configure(
+    *,
+    conversation: Conversation,
+    model: str | None = _UNSET,
+    system_prompt: str = _UNSET,
+    temperature: float | None = _UNSET,
+) -> Conversation:
+    """Change what writes the next reply: the model (a catalog name), the system prompt
+    (empty: the server's default), the temperature (None: the model's own). A reply
+    streaming now keeps what it started with; every open viewer hears of the change."""
+    fields = []
+    if model is not _UNSET:
+        conversation.model = catalog.check(model)
+        fields.append("model")
+    if system_prompt is not _UNSET:
+        conversation.system_prompt = check_system_prompt(system_prompt)
+        fields.append("system_prompt")
+    if temperature is not _UNSET:
+        conversation.temperature = temperature
+        fields.append("temperature")
+    if fields:
+        await conversation.asave(update_fields=fields)
+        await control.publish(conversation.id, events.conversation_updated(conversation))
+    return conversation
 
 
 # --- the sidebar: renaming and deleting -------------------------------------------------

@@ -7,11 +7,17 @@
 // rendered once and kept; only the last, growing block is rendered again, so a frame
 // costs the size of that block, not of the whole reply. Once the reply has ended, its
 // stored text is rendered whole, once.
+//
+// Finished blocks are dressed once: code blocks highlighted (highlight.js), math typeset
+// (KaTeX: $…$, $$…$$, \(…\), \[…\]) — in a streaming reply when a block is settled,
+// never the growing last block, whose math shows as its source until it is. KaTeX
+// builds its DOM itself (styles set through the CSSOM), after DOMPurify, from the
+// formula's text only: the page's Content-Security-Policy stays as strict as it is.
 (() => {
   "use strict";
 
   const chatsite = (window.chatsite = window.chatsite || {});
-  const { marked, DOMPurify } = window;
+  const { marked, DOMPurify, katex, hljs } = window;
   if (typeof marked?.lexer !== "function" || typeof DOMPurify?.sanitize !== "function") {
     console.warn("chatsite: marked/DOMPurify not built (make frontend); replies shown as text");
     chatsite.markdown = { ready: false };
@@ -34,6 +40,50 @@
     return span.innerHTML;
   }
 
+  // Math is taken out before Markdown sees it (whose escapes would eat "\(" and "_"),
+  // as elements holding the formula's text, typeset later by KaTeX.
+  function mathElement(tag, display, tex) {
+    return `<${tag} class="${display ? "math-display" : "math-inline"}">${escapeHtml(tex)}</${tag}>`;
+  }
+
+  const INLINE_MATH = [
+    /^\$\$([^$]+?)\$\$/, // display math inside a paragraph
+    /^\\\(([\s\S]+?)\\\)/,
+    /^\\\[([\s\S]+?)\\\]/,
+    /^\$(?![\s$])((?:\\\$|[^$\n])+?)(?<!\s)\$(?!\d)/, // not "$5 and $10"
+  ];
+
+  marked.use({
+    extensions: [
+      {
+        name: "mathBlock",
+        level: "block",
+        start: (src) => src.match(/^ {0,3}(?:\$\$|\\\[)/m)?.index,
+        tokenizer(src) {
+          const found = /^ {0,3}(?:\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\])[ \t]*(?:\n+|$)/.exec(src);
+          if (found) return { type: "mathBlock", raw: found[0], text: (found[1] ?? found[2]).trim() };
+          return undefined;
+        },
+        renderer: (token) => mathElement("div", true, token.text),
+      },
+      {
+        name: "mathInline",
+        level: "inline",
+        start: (src) => src.match(/\$|\\[([]/)?.index,
+        tokenizer(src) {
+          for (const [index, pattern] of INLINE_MATH.entries()) {
+            const found = pattern.exec(src);
+            if (found) {
+              return { type: "mathInline", raw: found[0], text: found[1].trim(), display: index < 3 && index !== 1 };
+            }
+          }
+          return undefined;
+        },
+        renderer: (token) => mathElement("span", token.display, token.text),
+      },
+    ],
+  });
+
   marked.use({
     gfm: true,
     renderer: {
@@ -48,8 +98,9 @@
     },
   });
   DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
-    // Classes only for code languages, so a reply cannot dress up as the page.
-    if (data.attrName === "class" && !/^language-[\w+#.-]+$/.test(data.attrValue)) {
+    // Classes only for code languages and math (raw HTML never gets here: it is shown as
+    // text), so a reply cannot dress up as the page.
+    if (data.attrName === "class" && !/^(language-[\w+#.-]+|math-inline|math-display)$/.test(data.attrValue)) {
       data.keepAttr = false;
     }
   });
@@ -76,6 +127,39 @@
     return fragment;
   }
 
+  // Highlighting guesses a language only for short blocks that name none: guessing
+  // tries every language.
+  const GUESS_MAX_CHARS = 2000;
+  const KATEX = { throwOnError: false, output: "htmlAndMathml", maxExpand: 1000, maxSize: 20 };
+
+  // Finished blocks, dressed once: code highlighted, math typeset.
+  function dress(fragment) {
+    if (hljs) {
+      for (const code of fragment.querySelectorAll("pre code")) {
+        const language = /language-([\w+#.-]+)/.exec(code.className)?.[1];
+        const text = code.textContent;
+        let result = null;
+        if (language && hljs.getLanguage(language)) {
+          result = hljs.highlight(text, { language, ignoreIllegals: true });
+        } else if (!language && text.length <= GUESS_MAX_CHARS) {
+          result = hljs.highlightAuto(text);
+        }
+        if (result) {
+          code.innerHTML = result.value; // highlight.js escapes the text; spans only
+          code.classList.add("hljs");
+        }
+      }
+    }
+    if (katex) {
+      for (const el of fragment.querySelectorAll(".math-inline, .math-display")) {
+        const tex = el.textContent;
+        katex.render(tex, el, { ...KATEX, displayMode: el.classList.contains("math-display") });
+        el.dataset.tex = tex;
+      }
+    }
+    return fragment;
+  }
+
   function streamPart() {
     const part = document.createElement("div");
     part.className = "stream-part";
@@ -89,13 +173,27 @@
 
     function showWhole(text) {
       if (rendered === text && !stream) return;
-      body.replaceChildren(fragmentFrom(marked.lexer(text)));
+      body.replaceChildren(dress(fragmentFrom(marked.lexer(text))));
+      rendered = text;
+      stream = null;
+    }
+
+    // The reply ended: what settled while it streamed is kept (dressed already); only
+    // the rest is rendered, once.
+    function finish(text) {
+      const tokens = marked.lexer(text.slice(stream.settledText.length));
+      stream.tail.replaceChildren(dress(fragmentFrom(tokens)));
       rendered = text;
       stream = null;
     }
 
     function show(text, streaming) {
       // marked turns CR LF into LF, which would break the settled text's offsets.
+      if (!streaming && stream && incremental && !text.includes("\r")
+          && rendered === null && text.startsWith(stream.settledText)) {
+        finish(text);
+        return;
+      }
       if (!streaming || !incremental || text.includes("\r")) {
         showWhole(text);
         return;
@@ -116,7 +214,7 @@
           showWhole(text);
           return;
         }
-        stream.settled.append(fragmentFrom(done));
+        stream.settled.append(dress(fragmentFrom(done)));
         stream.settledText = settledText;
       }
       const rest = tokens.slice(Math.max(last, 0));
