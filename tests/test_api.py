@@ -8,7 +8,7 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
-from conversations import events
+from conversations import events, selectors
 from conversations.api.schemas import MessageOut
 from conversations.models import ApiKey, Conversation, Message
 from conversations.services.apikeys import revoke_api_key
@@ -70,6 +70,7 @@ def test_a_conversation_reads_with_its_messages_in_the_protocols_shape(api):
     detail = api.get(f"/conversations/{conversation_id}").json()
     assert detail["title"] == "Hi there"
     saved = list(Message.objects.filter(conversation_id=conversation_id))
+    selectors.annotate_siblings(conversation_id, saved)
     assert detail["messages"] == [events.message_out(m) for m in saved]
 
 

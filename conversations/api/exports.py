@@ -43,14 +43,6 @@ async def export_all(request, format: Format = "json"):
     return _attachment(StreamingHttpResponse(chunks, content_type=_TYPES[format]), name, format)
 
 
-# Before /conversations/{conversation_id}, whose path would take "export" for an id.
-_operations = api.default_router.path_operations
-api.default_router.path_operations = {
-    "/conversations/export": _operations.pop("/conversations/export"),
-    **_operations,
-}
-
-
 @api.get(
     "/conversations/{conversation_id}/export",
     response={**REFUSALS},
@@ -94,3 +86,11 @@ async def import_conversation(request):
         owner=request.auth, data=data
     )
     return Status(201, events.conversation_out(conversation))
+
+
+# Before /conversations/{conversation_id}, whose path would take "export" or "import" for
+# a conversation's id.
+_operations = api.default_router.path_operations
+api.default_router.path_operations = {
+    path: _operations.pop(path) for path in ("/conversations/export", "/conversations/import")
+} | _operations
