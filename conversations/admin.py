@@ -18,7 +18,7 @@ class PresetForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = [("", "The default model")] + [(m.name, m.shown) for m in catalog.models()]
+        choices = [("", "The default model")] + [(m.name, m.short) for m in catalog.models()]
         current = self.initial.get("model")
         if current and current not in {name for name, _ in choices}:
             choices.append((current, f"{current} (no longer configured)"))

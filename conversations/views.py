@@ -233,7 +233,7 @@ class PresetForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = [("", "The default model")] + [
-            (m.name, m.shown) for m in catalog.models()
+            (m.name, m.short) for m in catalog.models()
         ]
 
 

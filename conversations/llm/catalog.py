@@ -48,6 +48,11 @@ class ChatModel:
             return self.label
         return OFFLINE_LABEL if self.offline else self.name
 
+    @property
+    def short(self) -> str:
+        """Its name in a list to pick from."""
+        return self.label or ("Offline demo model" if self.offline else self.name)
+
 
 def _entry(raw, index: int) -> ChatModel:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:

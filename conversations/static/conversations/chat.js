@@ -190,8 +190,9 @@
     if (!option) return;
     modelPicker.value = name;
     if (modelLabelEl) {
-      modelLabelEl.textContent = option.textContent;
-      modelLabelEl.title = option.textContent;
+      modelLabelEl.textContent = option.dataset.label;
+      modelLabelEl.title = option.dataset.label;
+      modelLabelEl.classList.toggle("offline", "offline" in option.dataset);
     }
   }
 
@@ -389,9 +390,14 @@
       return pane.scrollHeight - pane.scrollTop - pane.clientHeight;
     }
 
+    // Where this page last scrolled itself: its own scroll events (which arrive after
+    // more text may have come) never count as the reader scrolling up.
+    let autoScrollTop = 0;
+
     function scrollToLatest() {
       following = true;
       pane.scrollTop = pane.scrollHeight;
+      autoScrollTop = pane.scrollTop;
     }
 
     function updateJump() {
@@ -800,7 +806,9 @@
     // away from the bottom stops following the reply; back at the bottom, it follows.
     pane.addEventListener("scroll", () => {
       if (pane.scrollTop < 80 && !firstRender) loadEarlier();
-      following = distanceFromBottom() < 40;
+      if (pane.scrollTop < autoScrollTop - 2) following = false;
+      else if (distanceFromBottom() < 40) following = true;
+      autoScrollTop = Math.min(autoScrollTop, pane.scrollTop);
       updateJump();
     }, { passive: true });
     pane.addEventListener("click", (event) => {

@@ -241,7 +241,9 @@
   const menus = [...document.querySelectorAll("details.menu")];
   document.addEventListener("click", (event) => {
     for (const menu of menus) {
-      if (menu.open && !menu.contains(event.target)) menu.open = false;
+      // A click outside closes it, and so does a choice in it (a download stays here).
+      const chosen = event.target.closest("a") && menu.contains(event.target);
+      if (menu.open && (chosen || !menu.contains(event.target))) menu.open = false;
     }
   });
   document.addEventListener("keydown", (event) => {
