@@ -52,7 +52,7 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	@touch $@
 
 # Latency and load benchmarks (bench/): starts everything on loopback and prints the
-# table of README.md's "Benchmarks" (BENCH_ARGS="--quick" for a smoke run).
+# table of docs/benchmarks.md (BENCH_ARGS="--quick" for a smoke run).
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
 
