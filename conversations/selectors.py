@@ -174,7 +174,12 @@ def annotate_siblings(conversation_id: Any, messages: list[Message]) -> list[Mes
         if message.parent_id:
             message.siblings = by_parent.get(message.parent_id) or [str(message.pk)]
         else:
-            rows = [*edited_roots, (message.pk, message.created_at)] if edited_roots else []
+            own = (
+                []
+                if message.pk in {pk for pk, _ in edited_roots}
+                else [(message.pk, message.created_at)]
+            )
+            rows = [*edited_roots, *own] if edited_roots else []
             rows.sort(key=lambda row: (row[1], str(row[0])))
             message.siblings = [str(pk) for pk, _ in rows] or [str(message.pk)]
     return messages

@@ -458,3 +458,43 @@ def test_export_a_conversation_and_import_it_back(context, user, tmp_path):
     expect(page.locator("#conversation-title")).to_have_text("Worth keeping")
     expect(page.locator("[data-role=user] [data-part=body]")).to_have_text("Something to keep")
     assert Conversation.objects.filter(title="Worth keeping").count() == 2
+
+
+def test_the_admin_transcript_shows_branches_code_and_math(context, user):
+    from .helpers import review as build
+
+    conversation = conversation_create(owner=user, title="Reviewed")
+    asked = Message.objects.create(conversation=conversation, role="user", content="Prove it")
+    first = Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="An older version.",
+        reply_to=asked,
+        parent=asked,
+        active=False,
+    )
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="So $a^2 + b^2 = c^2$, and\n\n\\[e^{i\\pi} = -1\\]\n\n```python\nimport math\n```",
+        reply_to=asked,
+        parent=asked,
+    )
+    logged_in(context, build.staff("reader", build.READ))
+    page = context.new_page()
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    page.goto(f"/admin/conversations/conversation/{conversation.pk}/change/")
+    older = page.locator(f"#transcript [data-message-id='{first.pk}']")
+    expect(older.locator("[data-part=branch]")).to_have_text("other branch")
+    expect(older.locator("[data-part=version]")).to_have_text("version 1 of 2")
+    latest = page.locator("#transcript [data-role=assistant]").last
+    expect(latest.locator("[data-part=version]")).to_have_text("version 2 of 2")
+    expect(latest.locator("[data-part=branch]")).to_have_count(0)
+    expect(latest.locator(".math-inline .katex")).to_have_count(1)
+    expect(latest.locator(".math-display .katex-display")).to_have_count(1)
+    expect(latest.locator("code.hljs .hljs-keyword")).to_have_text("import")
+    assert refused == []

@@ -8,16 +8,15 @@
 // costs the size of that block, not of the whole reply. Once the reply has ended, its
 // stored text is rendered whole, once.
 //
-// Finished blocks are dressed once: code blocks highlighted (highlight.js), math typeset
-// (KaTeX: $…$, $$…$$, \(…\), \[…\]) — in a streaming reply when a block is settled,
-// never the growing last block, whose math shows as its source until it is. KaTeX
-// builds its DOM itself (styles set through the CSSOM), after DOMPurify, from the
-// formula's text only: the page's Content-Security-Policy stays as strict as it is.
+// Math ($…$, $$…$$, \(…\), \[…\]) is taken out before Markdown sees it, as elements
+// holding the formula's text. Finished blocks are then dressed once (dress.js: code
+// highlighted, math typeset) — in a streaming reply when a block is settled, never the
+// growing last block, whose math shows as its source until it is.
 (() => {
   "use strict";
 
   const chatsite = (window.chatsite = window.chatsite || {});
-  const { marked, DOMPurify, katex, hljs } = window;
+  const { marked, DOMPurify } = window;
   if (typeof marked?.lexer !== "function" || typeof DOMPurify?.sanitize !== "function") {
     console.warn("chatsite: marked/DOMPurify not built (make frontend); replies shown as text");
     chatsite.markdown = { ready: false };
@@ -127,38 +126,7 @@
     return fragment;
   }
 
-  // Highlighting guesses a language only for short blocks that name none: guessing
-  // tries every language.
-  const GUESS_MAX_CHARS = 2000;
-  const KATEX = { throwOnError: false, output: "htmlAndMathml", maxExpand: 1000, maxSize: 20 };
-
-  // Finished blocks, dressed once: code highlighted, math typeset.
-  function dress(fragment) {
-    if (hljs) {
-      for (const code of fragment.querySelectorAll("pre code")) {
-        const language = /language-([\w+#.-]+)/.exec(code.className)?.[1];
-        const text = code.textContent;
-        let result = null;
-        if (language && hljs.getLanguage(language)) {
-          result = hljs.highlight(text, { language, ignoreIllegals: true });
-        } else if (!language && text.length <= GUESS_MAX_CHARS) {
-          result = hljs.highlightAuto(text);
-        }
-        if (result) {
-          code.innerHTML = result.value; // highlight.js escapes the text; spans only
-          code.classList.add("hljs");
-        }
-      }
-    }
-    if (katex) {
-      for (const el of fragment.querySelectorAll(".math-inline, .math-display")) {
-        const tex = el.textContent;
-        katex.render(tex, el, { ...KATEX, displayMode: el.classList.contains("math-display") });
-        el.dataset.tex = tex;
-      }
-    }
-    return fragment;
-  }
+  const dress = chatsite.dress || ((fragment) => fragment);
 
   function streamPart() {
     const part = document.createElement("div");
