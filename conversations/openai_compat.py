@@ -13,7 +13,9 @@ key's owner:
   conversation, and the model sees its stored history (the request's earlier
   messages are not compared or saved again).
 
-The response names the conversation in ``X-Conversation-Id``. Refusals come before
+``model`` picks the catalog model that answers (llm/catalog.py; ``GET /v1/models``
+lists them), and then writes that conversation's next replies too. The response names
+the conversation in ``X-Conversation-Id``. Refusals come before
 anything is saved, so an SDK's automatic retries never start a second reply.
 """
 

@@ -199,3 +199,13 @@ def test_a_conversation_keeps_its_model_and_a_patch_changes_the_next_reply(worke
         assert refused.status_code == 400, refused.text
         assert refused.json()["code"] == "model_not_found"
         assert "stub-a, stub-b, offline-demo" in refused.json()["detail"]
+
+
+def test_a_servers_models_are_discovered_as_a_chat_models_value(other_stub):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("discover_models", "--base-url", f"{other_stub}/v1", stdout=out)
+    assert json.loads(out.getvalue()) == [{"name": "other", "base_url": f"{other_stub}/v1"}]
