@@ -307,7 +307,9 @@ async def _announce_and_run(
     inputs = llm.chain_inputs(
         system_prompt=conversation.system_prompt, turns=created.turns, content=content
     )
-    options = {"temperature": conversation.temperature, **(options or {})}
+    # The conversation's temperature, unless this reply's own options set one.
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    options = {"temperature": conversation.temperature, **given}
     start_run(message=reply, inputs=inputs, chain=llm.get_chain(options, model=reply.model))
 
 
