@@ -20,14 +20,6 @@ from .helpers.ws import session_cookie
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def api(daphne_server, key):
-    with httpx.Client(
-        base_url=f"{daphne_server.url}/api", headers=bearer(key), timeout=20
-    ) as client:
-        yield client
-
-
 def assert_json_error(response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")

@@ -4,7 +4,6 @@ JSON API (a real worker)."""
 
 import importlib
 
-import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.apps import apps as django_apps
@@ -13,7 +12,7 @@ from conversations import selectors
 from conversations.models import Message
 from conversations.services import replies
 
-from .helpers.api import bearer, read_events, wait_until_final
+from .helpers.api import read_events, wait_until_final
 from .helpers.ws import connect, receive, receive_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -182,14 +181,6 @@ def test_existing_conversations_become_one_branch(user, conversation):
 
 
 # --- the JSON API ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def api(daphne_server, key):
-    with httpx.Client(
-        base_url=f"{daphne_server.url}/api", headers=bearer(key), timeout=20
-    ) as client:
-        yield client
 
 
 def test_the_api_edits_reads_the_branch_shown_and_switches(api):

@@ -54,6 +54,17 @@ def with_history(user, exchanges: int) -> Conversation:
     return conversation
 
 
+def csp_refusals(page) -> list[str]:
+    """What the page's Content-Security-Policy refuses from now on (Chromium says so in
+    the console): inline styles or scripts, loads from elsewhere."""
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return refused
+
+
 def in_view(page, locator) -> bool:
     box = locator.bounding_box()
     pane = page.locator("#messages").bounding_box()
@@ -387,11 +398,7 @@ def test_edit_a_message_and_switch_branches_in_every_tab(context, user):
 def test_code_is_highlighted_and_math_typeset_within_the_csp(context, user, conversation):
     logged_in(context, user)
     page = context.new_page()
-    refused: list[str] = []
-    page.on(
-        "console",
-        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
-    )
+    refused = csp_refusals(page)
     page.goto(f"/c/{conversation.id}/")
     expect(page.locator("#messages")).to_have_attribute("data-connection", "live")
     # The offline model quotes the message's beginning, so the math is in its reply too.
@@ -482,11 +489,7 @@ def test_the_admin_transcript_shows_branches_code_and_math(context, user):
     )
     logged_in(context, build.staff("reader", build.READ))
     page = context.new_page()
-    refused: list[str] = []
-    page.on(
-        "console",
-        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
-    )
+    refused = csp_refusals(page)
     page.goto(f"/admin/conversations/conversation/{conversation.pk}/change/")
     older = page.locator(f"#transcript [data-message-id='{first.pk}']")
     expect(older.locator("[data-part=branch]")).to_have_text("other branch")

@@ -4,24 +4,15 @@ HTTP to a real worker (offline model)."""
 
 import json
 
-import httpx
 import pytest
 from django.test import Client
 
 from conversations.models import Conversation, Message, Preset
 from conversations.services.conversations import conversation_create
 
-from .helpers.api import bearer, wait_until_final
+from .helpers.api import wait_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def api(daphne_server, key):
-    with httpx.Client(
-        base_url=f"{daphne_server.url}/api", headers=bearer(key), timeout=20
-    ) as client:
-        yield client
 
 
 def exchange(api, cid: str, content: str) -> dict:

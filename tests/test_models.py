@@ -3,8 +3,6 @@
 model."""
 
 import json
-import subprocess
-import sys
 
 import httpx
 import openai
@@ -14,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from conversations.llm import catalog
 from conversations.models import Message
 
-from .conftest import ROOT
+from .conftest import run_stub
 from .helpers.api import bearer, wait_until_final
 from .helpers.servers import start_daphne
 from .helpers.ws import connect, receive, receive_until_final
@@ -105,16 +103,8 @@ async def test_the_model_picked_writes_the_next_reply_and_regenerate_can_pick_an
 
 @pytest.fixture(scope="module")
 def other_stub():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_stub", "--port", "0", "--model", "other"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    port = int(process.stdout.readline())
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=5)
+    """A second model server, serving the model "other"."""
+    yield from run_stub("--model", "other")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .. import errors, selectors
+from .. import errors, events, selectors
 from ..llm import catalog
 from ..models import Conversation, Message
 from ..text import check_text
@@ -53,26 +53,18 @@ def _message(message: Message) -> dict:
         "status": message.status,
         "model": message.model,
         "usage": message.usage,
-        "error": {"code": message.error.get("code"), "detail": message.error.get("detail")}
-        if message.error
-        else None,
+        "error": events.public_error(message.error),
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),
     }
 
 
 def conversation_data(conversation: Conversation) -> dict:
-    """One conversation with every message of every branch, in the order written."""
+    """One conversation (the protocol's object) with every message of every branch, in
+    the order written."""
     messages = conversation.messages.order_by("created_at", "pk")
     return {
-        "id": str(conversation.id),
-        "title": conversation.title,
-        "model": conversation.model,
-        "system_prompt": conversation.system_prompt,
-        "temperature": conversation.temperature,
-        "source": conversation.source,
-        "created_at": _iso(conversation.created_at),
-        "updated_at": _iso(conversation.updated_at),
+        **events.conversation_out(conversation),
         "messages": [_message(m) for m in messages.iterator()],
     }
 
