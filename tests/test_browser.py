@@ -46,7 +46,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker):
-    missing = [name for name in ("marked.umd.js", "purify.min.js") if not (VENDOR / name).exists()]
+    built = ("marked.umd.js", "purify.min.js", "katex/katex.min.js", "hljs/highlight.min.js")
+    missing = [name for name in built if not (VENDOR / name).exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} not built: run `make frontend` (npm ci) first")
     server = start_daphne(env={"CHAT_OFFLINE_DELAY_MS": "20"}, name="browser-daphne")
