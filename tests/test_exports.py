@@ -5,7 +5,7 @@ HTTP to a real worker (offline model)."""
 import json
 
 import pytest
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from conversations.models import Conversation, Message, Preset
 from conversations.services.conversations import conversation_create
@@ -188,17 +188,19 @@ def test_the_settings_page_makes_and_deletes_presets(user):
     assert not Preset.objects.exists()
 
 
-def test_the_new_chat_form_starts_from_a_preset_with_the_model_picked(user, settings):
-    preset = Preset.objects.create(name="Terse", system_prompt="Be terse.", temperature=0.1)
-    client = Client()
-    client.force_login(user)
-    page = client.get("/").content.decode()
+async def test_the_new_chat_form_starts_from_a_preset_with_the_model_picked(user):
+    # Async: the reply the form starts runs in this test's loop, and ends with it.
+    preset = await Preset.objects.acreate(name="Terse", system_prompt="Be terse.", temperature=0.1)
+    client = AsyncClient()
+    await client.aforce_login(user)
+    page = (await client.get("/")).content.decode()
     assert 'name="preset"' in page and "Terse (shared)" in page and 'name="model"' in page
-    response = client.post(
+    response = await client.post(
         "/c/new/", {"content": "hi", "preset": str(preset.pk), "model": "offline-demo"}
     )
     assert response.status_code == 302
-    conversation = Conversation.objects.get()
+    conversation = await Conversation.objects.aget()
     assert (conversation.system_prompt, conversation.temperature) == ("Be terse.", 0.1)
     assert conversation.model == "offline-demo"
-    assert Message.objects.filter(role="assistant").get().model == "offline-demo"
+    reply = await Message.objects.aget(role="assistant")
+    assert reply.model == "offline-demo"
