@@ -19,15 +19,21 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test]"
 	@touch $@
 
-# The chat page's browser libraries (marked, DOMPurify): installed by npm from the
-# committed lock file and copied into the static files; never committed themselves.
+# The chat page's browser libraries (marked, DOMPurify, KaTeX, highlight.js): installed
+# by npm from the committed lock file and copied into the static files; never committed
+# themselves.
 VENDOR := conversations/static/conversations/vendor
+HLJS := node_modules/@highlightjs/cdn-assets
 $(VENV)/.frontend: package.json package-lock.json $(VENV)/.installed
 	$(VENV)/bin/npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
-	mkdir -p $(VENDOR)
+	mkdir -p $(VENDOR)/katex $(VENDOR)/hljs
 	cp node_modules/marked/lib/marked.umd.js node_modules/marked/lib/marked.umd.js.map \
 	   node_modules/dompurify/dist/purify.min.js node_modules/dompurify/dist/purify.min.js.map \
 	   $(VENDOR)/
+	cp -r node_modules/katex/dist/katex.min.js node_modules/katex/dist/katex.min.css \
+	   node_modules/katex/dist/fonts $(VENDOR)/katex/
+	cp $(HLJS)/highlight.min.js $(HLJS)/styles/github.min.css $(HLJS)/styles/github-dark.min.css \
+	   $(VENDOR)/hljs/
 	@touch $@
 
 frontend: $(VENV)/.frontend
@@ -46,7 +52,7 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	@touch $@
 
 # Latency and load benchmarks (bench/): starts everything on loopback and prints the
-# table of README.md's "Benchmarks" (BENCH_ARGS="--quick" for a smoke run).
+# table of docs/benchmarks.md (BENCH_ARGS="--quick" for a smoke run).
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
 

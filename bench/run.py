@@ -2,7 +2,7 @@
 
 Starts on loopback: the stub model server, chatsite under daphne (one worker on the
 in-memory layer; two workers on Redis), the baseline relay under daphne, and the
-clients in this process. See README.md, section "Benchmarks", for what each figure
+clients in this process. See docs/benchmarks.md for what each figure
 means and how it is computed.
 """
 

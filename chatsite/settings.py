@@ -201,6 +201,9 @@ else:
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 CHAT_MODEL = os.environ.get("CHAT_MODEL", "")
+# Several models (a JSON list of {"name", "model"?, "base_url"?, "api_key"?, "label"?},
+# the first the default); unset: the one model above. See conversations/llm/catalog.py.
+CHAT_MODELS = os.environ.get("CHAT_MODELS", "")
 CHAT_SYSTEM_PROMPT = os.environ.get(
     "CHAT_SYSTEM_PROMPT", "You are a helpful assistant. Answer in Markdown."
 )

@@ -4,7 +4,8 @@ A thin edge. ``ViewerConsumer`` is the read-only part every live view shares (th
 and staff's live transcript, which review/consumers.py builds on it): it authorises
 the connection, subscribes, sends the snapshot, answers ``resync`` and ``history``, and
 passes what the channel layer brings through a Viewer. ``ChatConsumer`` adds what the
-conversation's owner may do: send, stop, regenerate — parsed here, done by the services.
+conversation's owner may do: send, edit, stop, regenerate, switch branches — parsed here,
+done by the services.
 """
 
 import asyncio
@@ -24,7 +25,7 @@ from .live import viewer as live_viewer
 from .live.hub import LOST, hub
 from .live.viewer import Viewer
 from .models import Conversation
-from .services import replies
+from .services import branches, replies
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,8 @@ class ChatConsumer(ViewerConsumer):
             events.MESSAGE_SEND: self.on_send,
             events.REPLY_STOP: self.on_stop,
             events.REPLY_REGENERATE: self.on_regenerate,
+            events.MESSAGE_EDIT: self.on_edit,
+            events.BRANCH_SELECT: self.on_branch_select,
         }
 
     async def on_send(self, request: dict) -> None:
@@ -265,7 +268,21 @@ class ChatConsumer(ViewerConsumer):
             conversation=self.conversation,
             content=request.get("content"),
             client_id=request.get("client_id"),
+            model=request.get("model"),
         )
+        await self.answer_repeat(request, exchange)
+
+    async def on_edit(self, request: dict) -> None:
+        exchange = await replies.reply_edit(
+            conversation=self.conversation,
+            message_id=message_id_field(request, required=True),
+            content=request.get("content"),
+            client_id=request.get("client_id"),
+            model=request.get("model"),
+        )
+        await self.answer_repeat(request, exchange)
+
+    async def answer_repeat(self, request: dict, exchange: replies.Exchange) -> None:
         if not exchange.created:
             # A retry of a send that already happened: answer with what it created, as
             # far as this client does not hold it already.
@@ -286,7 +303,13 @@ class ChatConsumer(ViewerConsumer):
 
     async def on_regenerate(self, request: dict) -> None:
         message_id = message_id_field(request, required=True)
-        await replies.reply_regenerate(conversation=self.conversation, message_id=message_id)
+        await replies.reply_regenerate(
+            conversation=self.conversation, message_id=message_id, model=request.get("model")
+        )
+
+    async def on_branch_select(self, request: dict) -> None:
+        message_id = message_id_field(request, required=True)
+        await branches.branch_select(conversation=self.conversation, message_id=message_id)
 
 
 class NoSuchPath(AsyncWebsocketConsumer):

@@ -31,6 +31,8 @@ READ_ONLY = "read_only"
 UNKNOWN_TYPE = "unknown_type"
 MODEL_NOT_FOUND = "model_not_found"
 INVALID_MESSAGES = "invalid_messages"
+NOT_EDITABLE = "not_editable"
+INVALID_IMPORT = "invalid_import"
 
 _STATUS = {
     NOT_FOUND: 404,
@@ -60,6 +62,7 @@ _WORDING = {
     INVALID_JSON: "Send one JSON object per frame.",
     READ_ONLY: "Staff watch conversations; they never write in them.",
     INVALID_MESSAGES: "The last message must be the user's.",
+    NOT_EDITABLE: "Only your own messages can be edited.",
 }
 
 
@@ -161,7 +164,21 @@ def unknown_type(kind) -> ChatError:
     return ChatError(UNKNOWN_TYPE, f"Unknown event type {kind!r}.")
 
 
-def model_not_found(name: str) -> ChatError:
+def model_not_found(name: str, valid: list[str] | None = None) -> ChatError:
+    known = f" The models are: {', '.join(valid)}." if valid else ""
     return ChatError(
-        MODEL_NOT_FOUND, f"The model `{name}` does not exist or you do not have access to it."
+        MODEL_NOT_FOUND,
+        f"The model `{name}` does not exist or you do not have access to it.{known}",
     )
+
+
+def unknown_model(name, valid: list[str]) -> ChatError:
+    """A model named in a request that is not configured: 400 with the valid names
+    (``/v1`` answers 404, as OpenAI does)."""
+    refused = model_not_found(str(name), valid)
+    refused.status = 400
+    return refused
+
+
+def invalid_import(reason: str) -> ChatError:
+    return ChatError(INVALID_IMPORT, f"Not a conversation exported by chatsite: {reason}")

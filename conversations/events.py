@@ -21,12 +21,15 @@ MESSAGE_FAILED = "message.failed"
 MESSAGE_CANCELLED = "message.cancelled"
 MESSAGE_INTERRUPTED = "message.interrupted"
 CONVERSATION_UPDATED = "conversation.updated"
+BRANCH_SWITCHED = "branch.switched"
 ERROR = "error"
 
 # Client → server.
 MESSAGE_SEND = "message.send"
 REPLY_STOP = "reply.stop"
 REPLY_REGENERATE = "reply.regenerate"
+MESSAGE_EDIT = "message.edit"
+BRANCH_SELECT = "branch.select"
 RESYNC = "resync"
 # Client → server and server → client: a page of older messages.
 HISTORY_REQUEST = HISTORY
@@ -60,7 +63,12 @@ def message_out(message: Message) -> Event:
         "status": message.status,
         "seq": message.seq,
         "created_at": _iso(message.created_at),
+        "parent": str(message.parent_id) if message.parent_id else None,
     }
+    # The versions at this message's place, where the reader knows them
+    # (services/branches.annotate_siblings); a client keeps what it holds otherwise.
+    if (siblings := getattr(message, "siblings", None)) is not None:
+        out["siblings"] = siblings
     if message.role == Message.Role.ASSISTANT:
         out.update(
             model=message.model,
@@ -87,6 +95,8 @@ def conversation_out(conversation: Conversation) -> Event:
         "id": str(conversation.id),
         "title": conversation.title,
         "model": conversation.model,
+        "system_prompt": conversation.system_prompt,
+        "temperature": conversation.temperature,
         "source": conversation.source,
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
@@ -162,6 +172,11 @@ def message_final(message: Message) -> Event:
 
 def conversation_updated(conversation: Conversation) -> Event:
     return {"type": CONVERSATION_UPDATED, "conversation": conversation_out(conversation)}
+
+
+def branch_switched(conversation_id, leaf_id: str) -> Event:
+    """Another branch is shown: its last message is ``message``; viewers reload it."""
+    return {"type": BRANCH_SWITCHED, "conversation": str(conversation_id), "message": leaf_id}
 
 
 def refusal(refused: ChatError, client_id: str | None = None) -> Event:

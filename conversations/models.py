@@ -17,8 +17,11 @@ class Conversation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
     )
     title = models.CharField(max_length=200, blank=True)
+    # The catalog name (llm/catalog.py) of the model that writes the next reply.
     model = models.CharField(max_length=200, blank=True)
     system_prompt = models.TextField(blank=True)
+    # The model's temperature for this conversation's replies (None: the server's own).
+    temperature = models.FloatField(null=True, blank=True)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
     created_at = models.DateTimeField(auto_now_add=True)
     # Last activity: bumped when a message is added, so the history sorts by it.
@@ -75,6 +78,14 @@ class Message(models.Model):
     reply_to = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replies"
     )
+    # The message this one follows: the conversation is a tree (an edit or a regenerated
+    # reply is a sibling of what it replaces). NULL for the first message.
+    parent = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="children"
+    )
+    # On the conversation's active branch: the one path from the first message that is
+    # shown, paged and sent to the model (services/branches.py keeps it a path).
+    active = models.BooleanField(default=True)
     # NULL, not "", when absent: unique per conversation only where given.
     client_id = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     model = models.CharField(max_length=200, blank=True)
@@ -107,6 +118,12 @@ class Message(models.Model):
         ]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="msg_conv_created"),
+            # The active branch, newest first: snapshots, history pages, the model's turns.
+            models.Index(
+                fields=["conversation", "created_at"],
+                condition=Q(active=True),
+                name="msg_active_branch",
+            ),
             # The sweeper: streaming replies whose heartbeat went stale.
             models.Index(
                 fields=["updated_at"],
@@ -147,3 +164,32 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or 'API key'} ({self.prefix}…)"
+
+
+class Preset(models.Model):
+    """A named start for a conversation: its model, system prompt and temperature.
+
+    Staff define shared presets (no owner) in the admin; people define their own.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="presets",
+        help_text="Empty: shared with everyone.",
+    )
+    name = models.CharField(max_length=100)
+    model = models.CharField(
+        max_length=200, blank=True, help_text="A name from CHAT_MODELS; empty: the default."
+    )
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name

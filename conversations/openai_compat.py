@@ -13,7 +13,9 @@ key's owner:
   conversation, and the model sees its stored history (the request's earlier
   messages are not compared or saved again).
 
-The response names the conversation in ``X-Conversation-Id``. Refusals come before
+``model`` picks the catalog model that answers (llm/catalog.py; ``GET /v1/models``
+lists them), and then writes that conversation's next replies too. The response names
+the conversation in ``X-Conversation-Id``. Refusals come before
 anything is saved, so an SDK's automatic retries never start a second reply.
 """
 
@@ -27,6 +29,7 @@ from . import errors, events, llm, selectors, sse
 from .api.auth import ApiAuth
 from .api.errors import JsonAPI, field_path
 from .live import streams, subscription
+from .llm import catalog
 from .models import Conversation, Message
 from .openai_requests import (
     ChatCompletionIn,
@@ -187,8 +190,8 @@ def failure(status: str, error: dict | None) -> tuple[int, dict]:
 
 
 def _model(name: str) -> str:
-    if name != llm.model_name():
-        raise errors.model_not_found(name)
+    if catalog.find(name) is None:
+        raise errors.model_not_found(name, catalog.names())
     return name
 
 
@@ -197,7 +200,7 @@ def _model(name: str) -> str:
 
 @openai_api.get("/models")
 async def list_models(request):
-    return {"object": "list", "data": [model_object(llm.model_name())]}
+    return {"object": "list", "data": [model_object(name) for name in catalog.names()]}
 
 
 @openai_api.get("/models/{model}")
@@ -208,14 +211,14 @@ async def retrieve_model(request, model: str):
 @openai_api.post("/chat/completions")
 async def chat_completions(request, body: ChatCompletionIn):
     refuse_unsupported(body)
-    _model(body.model)
+    model = _model(body.model)
     system, turns, content = split(body.messages)
     max_tokens = completion_limit(body)
     options = {"max_tokens": max_tokens, "temperature": body.temperature}
     if conversation_id := request.headers.get("X-Conversation-Id"):
         conversation = await selectors.aowned_conversation(request.auth, conversation_id)
         exchange = await replies.reply_start(
-            conversation=conversation, content=content, options=options, watch=True
+            conversation=conversation, content=content, options=options, watch=True, model=model
         )
     else:
         conversation, exchange = await conversations.conversation_start(
@@ -226,6 +229,7 @@ async def chat_completions(request, body: ChatCompletionIn):
             content=content,
             options=options,
             watch=True,
+            model=model,
         )
     watching = exchange.subscription
     completion = Completion(exchange.reply, max_tokens=max_tokens)

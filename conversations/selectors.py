@@ -3,6 +3,7 @@ page of history), whether replies have ended, where an SSE stream resumes, and t
 sidebar's search."""
 
 import uuid
+from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
@@ -44,11 +45,12 @@ async def aowned_conversation(user, conversation_id: Any) -> Conversation:
 
 
 def latest_messages(conversation_id, *, before: Message | None = None) -> tuple[list, bool]:
-    """A page of a conversation's messages, the newest first chosen, returned oldest
-    first: at most ``CHAT_PAGE_MESSAGES`` of them and, beyond the first two (the latest
-    exchange, whatever its size), no more than ``CHAT_PAGE_CHARS`` characters of text.
-    Returns (messages, whether older ones exist)."""
-    newest_first = Message.objects.filter(conversation_id=conversation_id).order_by(
+    """A page of a conversation's active branch, the newest first chosen, returned
+    oldest first: at most ``CHAT_PAGE_MESSAGES`` messages and, beyond the first two (the
+    latest exchange, whatever its size), no more than ``CHAT_PAGE_CHARS`` characters of
+    text. Each message knows its ``siblings``. Returns (messages, whether older ones
+    exist)."""
+    newest_first = Message.objects.filter(conversation_id=conversation_id, active=True).order_by(
         "-created_at", "-pk"
     )
     if before is not None:
@@ -64,6 +66,7 @@ def latest_messages(conversation_id, *, before: Message | None = None) -> tuple[
             break
         chosen.append(pk)
     messages = list(Message.objects.filter(pk__in=chosen).order_by("created_at", "pk"))
+    annotate_siblings(conversation_id, messages)
     return messages, len(sizes) > len(chosen)
 
 
@@ -73,7 +76,8 @@ def _conversation_and_messages(conversation_id, *, page: bool):
     if conversation is None:
         return None
     if not page:
-        return conversation, list(conversation.messages.all()), False
+        messages = list(conversation.messages.filter(active=True))
+        return conversation, annotate_siblings(conversation_id, messages), False
     return conversation, *latest_messages(conversation_id)
 
 
@@ -130,6 +134,55 @@ def conversations_matching(user, query: str) -> QuerySet[Conversation]:
     return found.filter(
         Q(title__icontains=query) | Q(messages__content__icontains=query)
     ).distinct()
+
+
+# --- branches (services/branches.py) ---------------------------------------------------------
+
+
+def leaf(conversation_id: Any) -> Message | None:
+    """The last message of the active branch: what a new message follows."""
+    return (
+        Message.objects.filter(conversation_id=conversation_id, active=True)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def annotate_siblings(conversation_id: Any, messages: list[Message]) -> list[Message]:
+    """Give each message ``siblings``: the ids of the messages at its place (itself
+    included), oldest first. One query for a page of messages.
+
+    The first messages of a conversation's branches have no parent; an active one's
+    siblings are the inactive ones (each earlier edit of the first message): messages
+    saved without a parent by hand all stay on the branch and are no one's siblings.
+    """
+    if not messages:
+        return messages
+    parents = {m.parent_id for m in messages if m.parent_id}
+    roots = [m for m in messages if m.parent_id is None]
+    found = Message.objects.filter(conversation_id=conversation_id, parent_id__in=parents)
+    by_parent: dict = defaultdict(list)
+    for pk, parent_id in found.order_by("created_at", "pk").values_list("pk", "parent_id"):
+        by_parent[parent_id].append(str(pk))
+    if roots:
+        edited_roots = list(
+            Message.objects.filter(conversation_id=conversation_id, parent=None, active=False)
+            .order_by("created_at", "pk")
+            .values_list("pk", "created_at")
+        )
+    for message in messages:
+        if message.parent_id:
+            message.siblings = by_parent.get(message.parent_id) or [str(message.pk)]
+        else:
+            own = (
+                []
+                if message.pk in {pk for pk, _ in edited_roots}
+                else [(message.pk, message.created_at)]
+            )
+            rows = [*edited_roots, *own] if edited_roots else []
+            rows.sort(key=lambda row: (row[1], str(row[0])))
+            message.siblings = [str(pk) for pk, _ in rows] or [str(message.pk)]
+    return messages
 
 
 # --- whether replies ended -----------------------------------------------------------------

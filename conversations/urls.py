@@ -1,4 +1,5 @@
-"""The chat pages' URLs: the chat, its sidebar actions and the account pages."""
+"""The chat pages' URLs: the chat, its sidebar actions and the account pages (settings,
+presets)."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -13,6 +14,8 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/rename/", views.conversation_rename, name="conversation-rename"),
     path("c/<uuid:conversation_id>/delete/", views.conversation_delete, name="conversation-delete"),
     path("signup/", views.signup, name="signup"),
+    path("settings/", views.account_settings, name="settings"),
+    path("settings/presets/<int:preset_id>/delete/", views.preset_delete, name="preset-delete"),
     path("account/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path(
         "account/password/done/",

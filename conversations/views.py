@@ -1,5 +1,5 @@
 """The pages: the chat page with its history sidebar, the sidebar's actions (search,
-rename, delete), and the account pages (log in, sign up).
+rename, delete), and the account pages (log in, sign up, settings with presets).
 
 Thin edges: they parse and authorise, then call a selector or a service.
 """
@@ -7,6 +7,7 @@ Thin edges: they parse and authorise, then call a selector or a service.
 import uuid
 
 from channels.db import database_sync_to_async
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
@@ -17,12 +18,13 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import events, llm, selectors
 from .errors import ChatError, json_refusal
+from .llm import catalog
 from .models import Conversation
-from .services import conversations
+from .services import conversations, presets
 
 HISTORY_LIMIT = 200
 
@@ -37,27 +39,35 @@ def _page(
     *,
     refused: ChatError | None = None,
     draft: str = "",
+    missing: bool = False,
 ) -> HttpResponse:
     """The chat page; ``refused`` (with the ``draft`` the person typed, given back in the
     composer) when a new chat was refused."""
     query = request.GET.get("q", "").strip()
+    # The model the next reply will use; each reply shows its own.
+    model = catalog.for_reply(conversation.model if conversation else None)
     return render(
         request,
         "conversations/chat.html",
         {
             "conversation": conversation,
+            "missing": missing,
             "draft": draft,
             "refusal": refused.detail if refused else "",
             "history": _history(request.user, query),
             "current_id": conversation.id if conversation else None,
             "query": query,
-            # The model the next reply will use; each reply shows its own.
-            "model_label": llm.model_label(),
-            "offline": not llm.uses_real_model(),
+            "models": catalog.models(),
+            "model": model,
+            "model_label": model.shown,
+            "offline": model.offline,
             "offline_model": llm.OFFLINE_MODEL_NAME,
+            "presets": [] if conversation else list(presets.presets_for(request.user)),
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "max_system_prompt_chars": settings.CHAT_MAX_SYSTEM_PROMPT_CHARS,
+            "default_system_prompt": settings.CHAT_SYSTEM_PROMPT,
         },
-        status=refused.status if refused else 200,
+        status=404 if missing else refused.status if refused else 200,
     )
 
 
@@ -71,7 +81,8 @@ def home(request: HttpRequest) -> HttpResponse:
 def conversation_page(request: HttpRequest, conversation_id) -> HttpResponse:
     conversation = selectors.conversation_for(request.user, conversation_id)
     if conversation is None:
-        raise Http404("No such conversation.")
+        # In the app's layout, with the sidebar: the way back is one click away.
+        return _page(request, missing=True)
     return _page(request, conversation)
 
 
@@ -88,10 +99,23 @@ async def conversation_new(request: HttpRequest) -> HttpResponse:
     # A submitted form sends its line breaks as CRLF; a message keeps plain newlines.
     content = request.POST.get("content", "").replace("\r\n", "\n")
     try:
-        conversation, _ = await conversations.conversation_start(owner=user, content=content)
+        started = await database_sync_to_async(_new_chat_settings)(user, request.POST)
+        conversation, _ = await conversations.conversation_start(
+            owner=user, content=content, **started
+        )
     except ChatError as refused:
         return await database_sync_to_async(_page)(request, refused=refused, draft=content)
     return redirect("conversation", conversation_id=conversation.id)
+
+
+def _new_chat_settings(user, form) -> dict:
+    """What the new-chat form chose: a preset (its model, system prompt, temperature),
+    and the model picker, which wins over the preset's model."""
+    preset_id = form.get("preset", "")
+    chosen = presets.preset_settings(presets.preset_for(user, preset_id) if preset_id else None)
+    if model := form.get("model", ""):
+        chosen["model"] = catalog.check(model)
+    return chosen
 
 
 async def _owned_conversation(request: HttpRequest, conversation_id) -> Conversation:
@@ -191,3 +215,55 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, form.save())
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
+
+
+# --- settings: the account menu's page --------------------------------------------------------
+
+
+class PresetForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    model = forms.ChoiceField(required=False)
+    system_prompt = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4}),
+        required=False,
+        max_length=settings.CHAT_MAX_SYSTEM_PROMPT_CHARS,
+    )
+    temperature = forms.FloatField(required=False, min_value=0, max_value=2)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", "The default model")] + [
+            (m.name, m.short) for m in catalog.models()
+        ]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_settings(request: HttpRequest) -> HttpResponse:
+    """The account menu's Settings: the password, API keys, exports, and presets (yours
+    to make and delete, and staff's shared ones)."""
+    form = PresetForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            presets.preset_create(owner=request.user, **form.cleaned_data)
+        except ChatError as refused:
+            form.add_error(None, refused.detail)
+        else:
+            messages.success(request, "The preset is saved: pick it when you start a new chat.")
+            return redirect("settings")
+    return render(
+        request,
+        "conversations/settings.html",
+        {"form": form, "presets": list(presets.presets_for(request.user))},
+    )
+
+
+@login_required
+@require_POST
+def preset_delete(request: HttpRequest, preset_id: int) -> HttpResponse:
+    try:
+        presets.preset_delete(owner=request.user, preset_id=preset_id)
+    except ChatError as refused:
+        raise Http404(refused.detail) from None
+    messages.success(request, "The preset is deleted.")
+    return redirect("settings")

@@ -12,7 +12,7 @@ JSON (exact, the format for programs)::
        "system_prompt", "created_at", "updated_at", "flagged", "reviewed_by",
        "reviewed_at", "review_notes", "messages": [{"id", "role", "content", "status",
        "seq", "model", "usage", "error", "time_to_first_token_ms", "duration_ms",
-       "reply_to", "client_id", "created_at", "completed_at",
+       "reply_to", "parent", "active", "client_id", "created_at", "completed_at",
        "feedback": [{"user", "rating", "comment", "created_at", "updated_at"}]}]}]}
 
 CSV (for spreadsheets): one row per message, ``CSV_COLUMNS``, a conversation without
@@ -102,6 +102,8 @@ def message_record(message: Message) -> dict[str, Any]:
         "time_to_first_token_ms": message.time_to_first_token_ms,
         "duration_ms": message.duration_ms,
         "reply_to": str(message.reply_to_id) if message.reply_to_id else None,
+        "parent": str(message.parent_id) if message.parent_id else None,
+        "active": message.active,
         "client_id": message.client_id,
         "created_at": _iso(message.created_at),
         "completed_at": _iso(message.completed_at),

@@ -9,7 +9,8 @@ whole text, served as plain text); replies are rendered as Markdown only up to
 ``MARKDOWN_PAGE_CHARS`` and spent less than ``MARKDOWN_PAGE_S`` on it (markdown-it-py
 costs ~2 µs a character on prose, up to ~10 µs on hostile input: one reply at most
 ~0.2 s); the rest is shown as typed. A streaming reply is shown whole, so the live view
-can go on from its text.
+can go on from its text. Every branch is shown, in the order written, each message
+marked with its version and whether it is on the branch people see.
 """
 
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from django.core.paginator import Page, Paginator
 
 from conversations.models import Conversation, Message
+from conversations.selectors import annotate_siblings
 
 from . import selectors
 from .markdown import render_markdown
@@ -52,6 +54,10 @@ def page(conversation: Conversation, number) -> Page:
         message.shown = _shown(message, budget if time.perf_counter() < deadline else 0)
         if message.shown.rendered is not None:
             budget -= message.shown.length
+    # Edits and regenerations: which version each message is, and whether it is on the
+    # branch people see (the one shown in the chat, the API and to the model).
+    for message in annotate_siblings(conversation.id, list(current)):
+        message.version = message.siblings.index(str(message.pk)) + 1
     return current
 
 

@@ -109,11 +109,11 @@ def conversation(user):
     return conversation_create(owner=user)
 
 
-@pytest.fixture(scope="session")
-def stub_server():
-    """The stub OpenAI-compatible server, in its own process on a free loopback port."""
+def run_stub(*args: str):
+    """A stub OpenAI-compatible server (tests/fakes/openai_stub.py) in its own process on
+    a free loopback port, for a fixture: yields its address."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_stub", "--port", "0"],
+        [sys.executable, "-m", "tests.fakes.openai_stub", "--port", "0", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -122,6 +122,12 @@ def stub_server():
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def stub_server():
+    """The stub OpenAI-compatible server, in its own process on a free loopback port."""
+    yield from run_stub()
 
 
 @pytest.fixture
@@ -140,6 +146,19 @@ def pytest_report_header(config):
         f"database: {os.environ.get('DATABASE_URL') or 'SQLite (embedded default)'}",
         f"channel layer: {'Redis ' + redis if redis else 'in-memory'}",
     ]
+
+
+@pytest.fixture
+def api(daphne_server, key):
+    """An HTTP client of the JSON API (/api/) of a real worker, with ``user``'s key."""
+    import httpx
+
+    from .helpers.api import bearer
+
+    with httpx.Client(
+        base_url=f"{daphne_server.url}/api", headers=bearer(key), timeout=20
+    ) as client:
+        yield client
 
 
 @pytest.fixture

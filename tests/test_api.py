@@ -8,7 +8,7 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
-from conversations import events
+from conversations import events, selectors
 from conversations.api.schemas import MessageOut
 from conversations.models import ApiKey, Conversation, Message
 from conversations.services.apikeys import revoke_api_key
@@ -18,14 +18,6 @@ from .helpers.api import bearer, wait_until_final
 from .helpers.ws import session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def api(daphne_server, key):
-    with httpx.Client(
-        base_url=f"{daphne_server.url}/api", headers=bearer(key), timeout=20
-    ) as client:
-        yield client
 
 
 def assert_json_error(response, status: int, code: str | None = None) -> dict:
@@ -70,11 +62,13 @@ def test_a_conversation_reads_with_its_messages_in_the_protocols_shape(api):
     detail = api.get(f"/conversations/{conversation_id}").json()
     assert detail["title"] == "Hi there"
     saved = list(Message.objects.filter(conversation_id=conversation_id))
+    selectors.annotate_siblings(conversation_id, saved)
     assert detail["messages"] == [events.message_out(m) for m in saved]
 
 
 def test_the_message_schema_describes_every_field_of_the_protocol(user, conversation):
     reply = Message.objects.create(conversation=conversation, role="assistant")
+    selectors.annotate_siblings(conversation.id, [reply])  # as every read of a branch does
     assert set(MessageOut.model_fields) == set(events.message_out(reply))
 
 

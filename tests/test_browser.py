@@ -46,7 +46,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker):
-    missing = [name for name in ("marked.umd.js", "purify.min.js") if not (VENDOR / name).exists()]
+    built = ("marked.umd.js", "purify.min.js", "katex/katex.min.js", "hljs/highlight.min.js")
+    missing = [name for name in built if not (VENDOR / name).exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} not built: run `make frontend` (npm ci) first")
     server = start_daphne(env={"CHAT_OFFLINE_DELAY_MS": "20"}, name="browser-daphne")
@@ -220,6 +221,7 @@ def test_log_in_send_and_watch_the_reply_grow_to_the_stored_text(context, user):
 
     # Log out, log in again: the conversation is in the history, and search finds it by
     # a word only its reply holds.
+    page.locator("[data-action=account-menu]").click()  # the account menu, bottom left
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login/"))
     page.get_by_label("Username").fill("alice")
@@ -312,13 +314,17 @@ def test_stop_keeps_the_same_text_on_the_page_and_in_the_database_then_retry(
     newest = last_reply(page)
     expect(newest).to_have_attribute("data-status", "completed", timeout=REPLY_TIMEOUT_MS)
     expect(reply).to_be_hidden()
-    expect(newest.locator("[data-part=version-label]")).to_have_text("2 / 2")
+    expect(newest.locator("[data-part=branch-index]")).to_have_text("2 / 2")
     replies = Message.objects.filter(role=Message.Role.ASSISTANT).order_by("created_at")
     assert [r.status for r in replies] == ["cancelled", "completed"]
     assert replies[0].reply_to_id == replies[1].reply_to_id
-    newest.locator("[data-action=older]").click()
+    newest_id = newest.get_attribute("data-message-id")
+    newest.locator("[data-action=branch-prev]").click()
     expect(reply).to_be_visible()
-    expect(reply.locator("[data-part=version-label]")).to_have_text("1 / 2")
+    expect(reply.locator("[data-part=branch-index]")).to_have_text("1 / 2")
+    # The page shows one branch; the database shows the first version now.
+    expect(page.locator(f"[data-message-id='{newest_id}']")).to_have_count(0)
+    assert [r.active for r in replies.all()] == [True, False]
 
 
 def test_a_dropped_connection_reconnects_and_catches_up(context, user, conversation):

@@ -52,7 +52,15 @@ CHANGELIST = "admin:conversations_conversation_changelist"
             '<p>!<a href="https://tracker.example/p.png" rel="noopener noreferrer nofollow">'
             "p</a></p>",
         ),
-        ("```html\n<b onclick=x>\n```", "<pre><code>&lt;b onclick=x&gt;\n</code></pre>"),
+        (
+            "```html\n<b onclick=x>\n```",
+            '<pre><code class="language-html">&lt;b onclick=x&gt;\n</code></pre>',
+        ),
+        ("```evil\nx\n```", '<pre><code class="">x\n</code></pre>'),  # not its class
+        # Math: the formula's text, escaped, for the page to typeset.
+        ("$a<b$", '<p><span class="math-inline">a&lt;b</span></p>'),
+        ("\\[x^2\\]", '<div class="math-display">x^2</div>'),
+        ("$5 and $10", "<p>$5 and $10</p>"),
         ("**b** *i* ~~s~~ `c`", "<p><strong>b</strong> <em>i</em> <s>s</s> <code>c</code></p>"),
     ],
 )

@@ -33,6 +33,7 @@ def test_the_page_lists_deliveries_with_their_attempts_and_redelivers(context, u
         logged_in(context, user)
         page = context.new_page()
         page.goto("/")
+        page.locator("[data-action=account-menu]").click()  # the account menu, bottom left
         page.get_by_role("link", name="Webhooks").click()
         expect(page.locator(f"[data-endpoint-id='{endpoint.id}']")).to_contain_text("nightly job")
 

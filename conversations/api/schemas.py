@@ -17,7 +17,9 @@ ConversationId = Annotated[
 class ConversationOut(Schema):
     id: uuid.UUID
     title: str
-    model: str
+    model: str = Field(description="the model of the next reply: a name from GET /api/models")
+    system_prompt: str = Field(description="empty: the server's default")
+    temperature: float | None = None
     source: str
     created_at: IsoTime | None
     updated_at: IsoTime | None
@@ -40,6 +42,16 @@ class MessageOut(Schema):
     status: str = Field(description="streaming, completed, failed, cancelled or interrupted")
     seq: int = Field(description="the number of the last token event the content includes")
     created_at: IsoTime | None
+    parent: uuid.UUID | None = Field(
+        None, description="the message this one follows on its branch (null: the first)"
+    )
+    siblings: list[uuid.UUID] | None = Field(
+        None,
+        description=(
+            "the versions at this place (edits, regenerated replies), itself included, "
+            "oldest first; POST /branch with one of them to show its branch"
+        ),
+    )
     # Assistant replies only:
     model: str | None = None
     usage: UsageOut | None = None
@@ -64,10 +76,42 @@ class ConversationPage(Schema):
 class ConversationIn(Schema):
     title: str = Field("", max_length=200)
     system_prompt: str = Field("", max_length=settings.CHAT_MAX_SYSTEM_PROMPT_CHARS)
+    model: str | None = Field(None, description="a name from GET /api/models; none: the default")
+    temperature: float | None = Field(None, ge=0, le=2)
+    preset: int | None = Field(
+        None, description="a preset's id: its model, system prompt and temperature"
+    )
 
 
 class ConversationPatch(Schema):
-    title: str
+    """Only the fields given change."""
+
+    title: str | None = None
+    model: str | None = Field(None, description="the model of the next replies")
+    system_prompt: str | None = Field(None, description="applies from the next reply")
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class ModelOut(Schema):
+    name: str = Field(description="what the API, /v1 and the chat call it")
+    label: str = Field(description="what the chat shows")
+    default: bool
+
+
+class BranchIn(Schema):
+    message: uuid.UUID = Field(description="a message of the branch to show")
+
+
+class PresetIn(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    model: str = Field("", description="a name from GET /api/models; empty: the default")
+    system_prompt: str = Field("", max_length=settings.CHAT_MAX_SYSTEM_PROMPT_CHARS)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class PresetOut(PresetIn):
+    id: int
+    shared: bool = Field(description="defined by staff for everyone (read-only here)")
 
 
 class SendIn(Schema):
@@ -76,6 +120,9 @@ class SendIn(Schema):
         None, description="your id for this send: a retry with the same id starts nothing new"
     )
     wait: bool = Field(True, description="false: answer 202 at once, even to text/event-stream")
+    model: str | None = Field(
+        None, description="the model of this reply and the next ones (GET /api/models)"
+    )
 
 
 class ExchangeOut(Schema):

@@ -17,7 +17,7 @@ from .. import errors, events, selectors, sse
 from ..errors import ChatError
 from ..live import streams, subscription
 from ..models import Conversation
-from ..services import conversations, replies
+from ..services import conversations, presets, replies
 from .auth import ApiAuth
 from .errors import JsonAPI
 from .schemas import (
@@ -48,10 +48,27 @@ api = JsonAPI(
     title="chatsite API",
     version="1",
     description=(
-        "Conversations, replies streamed as Server-Sent Events, live subscriptions. "
-        "Authenticate with `Authorization: Bearer <API key>` (keys: Settings → API keys "
-        "or `manage.py create_api_key`). The event protocol is the one the web chat "
-        "uses; an OpenAI-compatible endpoint is at `/v1/chat/completions`."
+        "Conversations, replies streamed as Server-Sent Events, live subscriptions, "
+        "models and presets, edits and branches, exports and imports. Authenticate with "
+        "`Authorization: Bearer <API key>`: make a key in the chat from the account menu "
+        "(your name at the bottom left of the sidebar) → **API keys** (`/settings/api-keys/`), "
+        "or with `manage.py create_api_key USERNAME`. The event protocol is the web "
+        "chat's own (docs/protocol.md).\n\n"
+        "**OpenAI-compatible endpoint** (`/v1`, the same keys), for the openai SDK, "
+        "LangChain's `ChatOpenAI` and anything written for OpenAI's Chat Completions:\n\n"
+        "- `GET /v1/models`: the models (the names of `GET /api/models`), and "
+        "`GET /v1/models/{model}`.\n"
+        "- `POST /v1/chat/completions`: `model` (one of those; another is 404 "
+        "`model_not_found`, naming them), `messages`, `stream` (with "
+        "`stream_options.include_usage`), `max_tokens` / `max_completion_tokens`, "
+        "`temperature`. Answers are OpenAI's `chat.completion` or `chat.completion.chunk` "
+        'events ending with `data: [DONE]`; errors are `{"error": {message, type, param, '
+        "code}}`. Unsupported parameters (tools, `n` > 1, logprobs …) are 400 "
+        "`unsupported_parameter`.\n"
+        "- Every exchange is saved in a conversation (source `api`), named in the response "
+        "header `X-Conversation-Id`. Without that header in the request a new conversation "
+        "holds the request's system messages and earlier turns; with it, only the last "
+        "user message is added to that conversation, whose stored history the model sees.\n"
     ),
     urls_namespace="api",
     auth=ApiAuth(),
@@ -95,12 +112,9 @@ async def list_conversations(
     tags=[CONVERSATIONS],
 )
 async def create_conversation(request, body: ConversationIn):
-    conversation = await database_sync_to_async(conversations.conversation_create)(
-        owner=request.auth,
-        source=Conversation.Source.API,
-        title=body.title.strip(),
-        system_prompt=body.system_prompt,
-    )
+    """A `preset` gives the model, system prompt and temperature; fields given beside
+    it win. An unknown `model` is 400 `model_not_found`, naming the models."""
+    conversation = await database_sync_to_async(_create)(request.auth, body)
     return Status(201, events.conversation_out(conversation))
 
 
@@ -120,17 +134,41 @@ async def read_conversation(request, conversation_id: ConversationId):
     return {**snapshot["conversation"], "messages": snapshot["messages"]}
 
 
+def _create(owner, body: ConversationIn) -> Conversation:
+    preset = presets.preset_for(owner, body.preset) if body.preset is not None else None
+    given = body.model_dump(include={"model", "temperature"}, exclude_none=True)
+    if body.system_prompt:
+        given["system_prompt"] = body.system_prompt
+    return conversations.conversation_create(
+        owner=owner,
+        source=Conversation.Source.API,
+        title=body.title.strip(),
+        **{**presets.preset_settings(preset), **given},
+    )
+
+
 @api.patch(
     "/conversations/{conversation_id}",
     response={200: ConversationOut, **REFUSALS},
-    summary="Rename a conversation",
+    summary="Rename a conversation, or change its model or system prompt",
     tags=[CONVERSATIONS],
 )
 async def rename_conversation(request, conversation_id: ConversationId, body: ConversationPatch):
+    """Only the fields given change; `model`, `system_prompt` and `temperature` apply
+    from the next reply. Every open tab follows (`conversation.updated`)."""
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
-    conversation = await conversations.conversation_rename(
-        conversation=conversation, title=body.title
+    if body.title is not None:
+        conversation = await conversations.conversation_rename(
+            conversation=conversation, title=body.title
+        )
+    settings = body.model_dump(
+        include={"model", "system_prompt", "temperature"}, exclude_unset=True
     )
+    if settings.get("model", "") is None:
+        raise errors.invalid_field("model", "a name from GET /api/models")
+    if settings.get("system_prompt", "") is None:
+        settings["system_prompt"] = ""
+    conversation = await conversations.conversation_configure(conversation=conversation, **settings)
     return events.conversation_out(conversation)
 
 
@@ -172,8 +210,17 @@ async def send_message(request, conversation_id: ConversationId, body: SendIn):
     prefer = request.headers.get("Prefer", "").lower()
     streamed = sse.wants_event_stream(request) and body.wait and "respond-async" not in prefer
     exchange = await replies.reply_start(
-        conversation=conversation, content=body.content, client_id=body.client_id, watch=streamed
+        conversation=conversation,
+        content=body.content,
+        client_id=body.client_id,
+        watch=streamed,
+        model=body.model,
     )
+    return exchange_answer(conversation, exchange, streamed=streamed)
+
+
+def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, streamed: bool):
+    """A send's answer: its events as SSE (``streamed``), else 202 with both messages."""
     if not streamed:
         return Status(
             202,

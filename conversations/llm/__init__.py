@@ -1,6 +1,7 @@
 """The model layer: which model answers and how it is reached (client.py), the chain that
 feeds it (chain.py), and the built-in offline demo model (offline.py)."""
 
+from . import catalog
 from .chain import MODEL_OPTIONS, astream, chain_inputs, get_chain, history_messages
 from .client import (
     ModelStalled,
@@ -17,6 +18,7 @@ __all__ = [
     "OFFLINE_MODEL_NAME",
     "ModelStalled",
     "astream",
+    "catalog",
     "chain_inputs",
     "describe_failure",
     "get_chain",

@@ -18,7 +18,8 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import Runnable, RunnableSequence
 
-from .client import get_llm, per_loop
+from . import catalog
+from .client import forget_models, get_llm, per_loop
 
 PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -33,17 +34,18 @@ PROMPT = ChatPromptTemplate.from_messages(
 MODEL_OPTIONS = ("max_tokens", "temperature")
 
 
-def get_chain(options: dict | None = None) -> Runnable:
-    """``prompt | llm``; ``options`` bind to the model call of one reply only."""
+def get_chain(options: dict | None = None, model: str | None = None) -> Runnable:
+    """``prompt | llm`` of a catalog model (the default when None); ``options`` bind to
+    the model call of one reply only."""
     options = {k: v for k, v in (options or {}).items() if k in MODEL_OPTIONS and v is not None}
     if options:
-        return PROMPT | get_llm().bind(**options)
-    return _default_chain()
+        return PROMPT | get_llm(model).bind(**options)
+    return _model_chain(catalog.for_reply(model).name)  # one per configured model
 
 
 @per_loop
-def _default_chain() -> Runnable:
-    return PROMPT | get_llm()
+def _model_chain(model: str | None) -> Runnable:
+    return PROMPT | get_llm(model)
 
 
 async def astream(chain: Runnable, inputs: dict) -> AsyncIterator[BaseMessageChunk]:
@@ -62,8 +64,8 @@ async def astream(chain: Runnable, inputs: dict) -> AsyncIterator[BaseMessageChu
 
 @receiver(setting_changed)
 def _forget_models(**kwargs: Any) -> None:
-    get_llm.cache_clear()
-    _default_chain.cache_clear()
+    forget_models()
+    _model_chain.cache_clear()
 
 
 def history_messages(turns: list[tuple[str, str]]) -> list[BaseMessage]:

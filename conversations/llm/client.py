@@ -12,71 +12,77 @@ import httpx
 from django.conf import settings
 from langchain_core.language_models import BaseChatModel
 
+from . import catalog
 from .offline import OFFLINE_MODEL_NAME, OfflineChatModel
 
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-OFFLINE_LABEL = "Offline demo model — set OPENAI_API_KEY or OPENAI_BASE_URL to connect a real one"
 # Upstream text kept for staff (the admin transcript, the log), never shown to users.
 UPSTREAM_CHARS = 2000
+OFFLINE_LABEL = catalog.OFFLINE_LABEL
 
 
 def uses_real_model() -> bool:
-    return bool(settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+    """Whether the default model is a real one (not the offline demo)."""
+    return not catalog.default().offline
 
 
 def model_name() -> str:
-    """The name saved on each reply and shown in the UI."""
-    if uses_real_model():
-        return settings.CHAT_MODEL or DEFAULT_OPENAI_MODEL
-    return OFFLINE_MODEL_NAME
+    """The default model's name, saved on each reply it writes and shown in the UI."""
+    return catalog.default().name
 
 
 def model_label(name: str | None = None) -> str:
-    """What a person sees: the offline model always says what it is."""
-    name = name or model_name()
-    return OFFLINE_LABEL if name == OFFLINE_MODEL_NAME else name
+    """What a person sees of a model: its label; the offline model says what it is."""
+    found = catalog.find(name) if name else catalog.default()
+    if found is None:
+        return catalog.OFFLINE_LABEL if name == OFFLINE_MODEL_NAME else str(name)
+    return found.shown
 
 
 class per_loop:
-    """Cache what ``factory`` makes, one per event loop: the model's HTTP client (aiohttp)
-    belongs to the loop it first ran on (tests run a loop each; a worker has one)."""
+    """Cache what ``factory`` makes for its arguments, one per event loop: a model's HTTP
+    client (aiohttp) belongs to the loop it first ran on (tests run a loop each; a worker
+    has one)."""
 
     def __init__(self, factory) -> None:
         functools.update_wrapper(self, factory)
         self.factory = factory
         self.made: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.outside = None  # made with no loop running
+        self.outside: dict = {}  # made with no loop running
 
-    def __call__(self):
+    def __call__(self, *args):
         try:
-            loop = asyncio.get_running_loop()
+            made = self.made.setdefault(asyncio.get_running_loop(), {})
         except RuntimeError:
-            if self.outside is None:
-                self.outside = self.factory()
-            return self.outside
-        if (found := self.made.get(loop)) is None:
-            found = self.made[loop] = self.factory()
-        return found
+            made = self.outside
+        if args not in made:
+            made[args] = self.factory(*args)
+        return made[args]
 
     def cache_clear(self) -> None:
         self.made.clear()
-        self.outside = None
+        self.outside.clear()
 
-    def made_here(self):
-        """What was made for the running loop, if anything (and forget it)."""
-        return self.made.pop(asyncio.get_running_loop(), None)
+    def made_here(self) -> list:
+        """What was made for the running loop (and forget it)."""
+        return list(self.made.pop(asyncio.get_running_loop(), {}).values())
+
+
+def get_llm(name: str | None = None) -> BaseChatModel:
+    """The chat model of a catalog name (the default when None or no longer configured),
+    one client per model and event loop."""
+    return _llm(catalog.for_reply(name))
 
 
 @per_loop
-def get_llm() -> BaseChatModel:
-    if not uses_real_model():
+def _llm(spec: catalog.ChatModel) -> BaseChatModel:
+    if spec.offline:
         return OfflineChatModel(delay_ms=settings.CHAT_OFFLINE_DELAY_MS)
     from langchain_openai import ChatOpenAI
 
     client_options = {
         # Servers such as vLLM or llama.cpp accept any key; the SDK insists on one.
-        "api_key": settings.OPENAI_API_KEY or "unused",
-        "base_url": settings.OPENAI_BASE_URL or None,
+        "api_key": spec.api_key or "unused",
+        "base_url": spec.base_url or None,
         # The read timeout bounds the silence between two chunks on the wire; the run's
         # watchdog bounds the silence between parsed chunks (see runs/run.py), so the
         # per-chunk wrapper, which costs a task per chunk, stays off.
@@ -89,7 +95,7 @@ def get_llm() -> BaseChatModel:
     # streamed chunk than its default httpx transport (bench/, figure 3).
     client = _chunk_dict_client()(**client_options, http_client=_aiohttp_client())
     return ChatOpenAI(
-        model=model_name(),
+        model=spec.model,
         stream_usage=True,
         stream_chunk_timeout=None,
         root_async_client=client,
@@ -98,12 +104,17 @@ def get_llm() -> BaseChatModel:
     )
 
 
+def forget_models() -> None:
+    """Drop the kept clients (the settings changed)."""
+    _llm.cache_clear()
+
+
 async def close_clients() -> None:
-    """Close the HTTP client of this loop's model (before the loop itself ends)."""
-    found = get_llm.made_here()
-    client = getattr(found, "root_async_client", None)
-    if client is not None:
-        await client.close()
+    """Close the HTTP clients of this loop's models (before the loop itself ends)."""
+    for found in _llm.made_here():
+        client = getattr(found, "root_async_client", None)
+        if client is not None:
+            await client.close()
 
 
 def _aiohttp_client():
@@ -138,10 +149,6 @@ class ModelStalled(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
-
-
-# Upstream text kept for staff (the admin transcript, the log), never shown to users.
-UPSTREAM_CHARS = 2000
 
 
 def _refused(exc: BaseException) -> bool:

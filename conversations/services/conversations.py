@@ -1,18 +1,21 @@
 """Conversations: creating one (with the earlier turns an integration brings), starting
-one with its first message (a refusal saves nothing), renaming and deleting."""
+one with its first message (a refusal saves nothing), its settings (model, system
+prompt), renaming and deleting."""
 
 import functools
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from .. import errors, events, hooks, llm
+from .. import errors, events, hooks
 from ..db import db_call
 from ..errors import ChatError
 from ..live import control
+from ..llm import catalog
 from ..models import Conversation, Message
 from ..text import check_text
 from . import replies
@@ -22,11 +25,7 @@ from .replies import Exchange
 def check_new(*, title: str, system_prompt: str, turns: Sequence[tuple[str, str]]) -> None:
     """What a new conversation may start with (every surface, before anything is saved)."""
     check_text(title, "title")
-    check_text(system_prompt, "system_prompt")
-    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
-        raise errors.too_long(
-            "system prompt", len(system_prompt), settings.CHAT_MAX_SYSTEM_PROMPT_CHARS
-        )
+    check_system_prompt(system_prompt)
     for _, content in turns:
         check_text(content, "messages")
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -40,16 +39,20 @@ def conversation_create(
     title: str = "",
     system_prompt: str = "",
     turns: Sequence[tuple[str, str]] = (),
+    model: str | None = None,
+    temperature: float | None = None,
 ) -> Conversation:
     """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
-    as an integration that sends a whole chat history brings them."""
+    as an integration that sends a whole chat history brings them. ``model``: a catalog
+    name (None: the default)."""
     check_new(title=title, system_prompt=system_prompt, turns=turns)
     conversation = Conversation(
         owner=owner,
         source=source,
         title=title,
         system_prompt=system_prompt,
-        model=llm.model_name(),
+        model=catalog.check(model) if model is not None else catalog.default().name,
+        temperature=temperature,
     )
     with transaction.atomic():
         _save_new(conversation, turns)
@@ -57,13 +60,17 @@ def conversation_create(
 
 
 def _save_new(conversation: Conversation, turns: Sequence[tuple[str, str]]) -> None:
-    """Save a new conversation and the turns it starts with (in the caller's transaction)."""
+    """Save a new conversation and the turns it starts with, one branch in the order
+    given (in the caller's transaction)."""
     conversation.save(force_insert=True)
     if turns:
-        messages = Message.objects.bulk_create(
+        messages = [
             Message(conversation=conversation, role=role, content=content)
             for role, content in turns
-        )
+        ]
+        for parent, message in zip([None, *messages], messages, strict=False):
+            message.parent = parent  # one branch, in the order given
+        messages = Message.objects.bulk_create(messages)
         # One clock reading can serve several rows; the history's order must not tie.
         start = messages[0].created_at
         for index, message in enumerate(messages):
@@ -82,6 +89,8 @@ async def conversation_start(
     client_id: str | None = None,
     options: dict | None = None,
     watch: bool = False,
+    model: str | None = None,
+    temperature: float | None = None,
 ) -> tuple[Conversation, Exchange]:
     """A new conversation and its first message's reply, or nothing at all: the
     conversation is saved in the same transaction as the message and the reply, so a
@@ -95,7 +104,8 @@ async def conversation_start(
         source=source,
         title=replies.title_from(first) if turns else "",
         system_prompt=system_prompt,
-        model=llm.model_name(),
+        model=catalog.check(model) if model is not None else catalog.default().name,
+        temperature=temperature,
     )
     exchange = await replies.reply_start(
         conversation=conversation,
@@ -106,6 +116,44 @@ async def conversation_start(
         new=functools.partial(_save_new, conversation, turns),
     )
     return conversation, exchange
+
+
+def check_system_prompt(system_prompt: str) -> str:
+    check_text(system_prompt, "system_prompt")
+    if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
+        raise errors.too_long(
+            "system prompt", len(system_prompt), settings.CHAT_MAX_SYSTEM_PROMPT_CHARS
+        )
+    return system_prompt
+
+
+_UNSET: Any = object()
+
+
+async def conversation_configure(
+    *,
+    conversation: Conversation,
+    model: str | None = _UNSET,
+    system_prompt: str = _UNSET,
+    temperature: float | None = _UNSET,
+) -> Conversation:
+    """Change what writes the next reply: the model (a catalog name), the system prompt
+    (empty: the server's default), the temperature (None: the model's own). A reply
+    streaming now keeps what it started with; every open viewer hears of the change."""
+    fields = []
+    if model is not _UNSET:
+        conversation.model = catalog.check(model)
+        fields.append("model")
+    if system_prompt is not _UNSET:
+        conversation.system_prompt = check_system_prompt(system_prompt)
+        fields.append("system_prompt")
+    if temperature is not _UNSET:
+        conversation.temperature = temperature
+        fields.append("temperature")
+    if fields:
+        await conversation.asave(update_fields=fields)
+        await control.publish(conversation.id, events.conversation_updated(conversation))
+    return conversation
 
 
 # --- the sidebar: renaming and deleting -------------------------------------------------

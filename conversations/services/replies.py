@@ -1,6 +1,6 @@
 """Replies: checking a send, starting a reply (saving the user's message and the
-streaming reply, then the run), regenerating the latest reply, and stopping one wherever
-it runs.
+streaming reply, then the run), editing a message (a new branch and its reply),
+regenerating the latest reply, and stopping one wherever it runs.
 
 Consumers, SSE views and API views only parse and authorise, then call these. Each rule
 (what a valid message is, when a conversation is busy) is written here once.
@@ -22,11 +22,12 @@ from ..db import db
 from ..errors import ChatError
 from ..live import control, layer
 from ..live.subscription import Subscription
+from ..llm import catalog
 from ..models import Conversation, Message
 from ..runs import registry
 from ..runs.run import start_run
 from ..text import check_text
-from . import sweeper
+from . import branches, sweeper
 
 log = logging.getLogger(__name__)
 
@@ -106,43 +107,65 @@ def _create_exchange(
     conversation: Conversation,
     content: str,
     client_id: str | None,
-    model: str,
+    model: str | None,
     alive: list,
+    edited: str | None = None,
     new: Callable[[], None] | None = None,
 ) -> _Created:
     """Save the user message and the streaming reply: one trip to a database thread, one
-    transaction — the per-user limit, both rows, the conversation's activity and the
-    history the model sees; with ``new``, the conversation itself is saved first, in the
-    same transaction. A streaming reply in the way (the database refuses a second one
-    per conversation) is swept if its run died, and then only."""
+    transaction — the per-user limit, both rows (at the end of the active branch, or for
+    an ``edited`` message beside it, on a new branch that becomes the active one), the
+    conversation's activity and the history the model sees. With ``new`` the
+    conversation itself is saved first, in the same transaction. ``model``: the one
+    people chose for this reply on (None: the conversation's). A streaming reply in the
+    way (the database refuses a second one per conversation) is swept if its run died,
+    and then only."""
     if new is None and client_id and (found := _exchange_for_client_id(conversation, client_id)):
         return _Created(found)
     swept: list[Message] = []
     for attempt in (1, 2):
         try:
             with transaction.atomic():
+                if new is not None:
+                    new()
+                else:
+                    # What the settings panel or another tab changed since this surface
+                    # read it.
+                    conversation.refresh_from_db(
+                        fields=["title", "model", "system_prompt", "temperature"]
+                    )
                 check_streaming_limit(
                     owner_id=conversation.owner_id, conversation=None if new else conversation
                 )
-                if new is not None:
-                    new()
+                parent = (
+                    _edited(conversation, edited).parent
+                    if edited
+                    else selectors.leaf(conversation.id)
+                )
                 user_message = Message.objects.create(
                     conversation=conversation,
                     role=Message.Role.USER,
                     content=content,
                     client_id=client_id,
+                    parent=parent,
                 )
-                reply = _new_reply(user_message, model)
+                reply = _new_reply(user_message, catalog.for_reply(model or conversation.model))
+                if edited:
+                    branches.activate(conversation.id, reply)
+                    selectors.annotate_siblings(conversation.id, [user_message])
+                else:
+                    user_message.siblings = [str(user_message.pk)]  # a new leaf: only child
+                reply.siblings = [str(reply.pk)]
                 titled = not conversation.title
                 if titled:
                     conversation.title = title_from(content)
-                _touch(conversation, model)
+                _touch(conversation, reply.model)
                 turns = _turns_before(user_message)
             return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
         except IntegrityError:
             if client_id and (found := _exchange_for_client_id(conversation, client_id)):
                 return _Created(found)
-            if attempt == 1:
+            if attempt == 1 and new is None:
                 with transaction.atomic():
                     swept = sweeper.sweep_stale(
                         Message.objects.filter(conversation=conversation), alive
@@ -153,7 +176,17 @@ def _create_exchange(
     raise AssertionError("unreachable")
 
 
-def _new_reply(user_message: Message, model: str) -> Message:
+def _edited(conversation: Conversation, message_id: str) -> Message:
+    """The user message an edit replaces (it stays, on its own branch)."""
+    message = Message.objects.filter(conversation=conversation, pk=message_id).first()
+    if message is None:
+        raise errors.no_such_message()
+    if message.role != Message.Role.USER:
+        raise ChatError(errors.NOT_EDITABLE)
+    return message
+
+
+def _new_reply(user_message: Message, model: catalog.ChatModel) -> Message:
     """The streaming reply to a user message. The database refuses a second streaming
     reply in a conversation (IntegrityError), however the sends raced."""
     return Message.objects.create(
@@ -161,7 +194,8 @@ def _new_reply(user_message: Message, model: str) -> Message:
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         reply_to=user_message,
-        model=model,
+        parent=user_message,
+        model=model.name,
         worker=registry.worker_id(),
     )
 
@@ -177,12 +211,13 @@ def _touch(conversation: Conversation, model: str) -> None:
 
 
 def _turns_before(user_message: Message) -> list[tuple[str, str]]:
-    """The conversation up to a user message, as the model sees it: each user message
-    followed by its latest reply (a regenerated reply replaces the earlier ones)."""
+    """The active branch up to a user message, as the model sees it (two replies in a
+    row, from data saved by hand, count as the latest one)."""
     turns: list[tuple[str, str]] = []
     for role, content in (
         Message.objects.filter(
             conversation_id=user_message.conversation_id,
+            active=True,
             created_at__lt=user_message.created_at,
             role__in=[Message.Role.USER, Message.Role.ASSISTANT],
         )
@@ -211,23 +246,32 @@ async def reply_start(
     client_id: str | None = None,
     options: dict | None = None,
     watch: bool = False,
+    model: str | None = None,
+    edited: str | None = None,
     new: Callable[[], None] | None = None,
 ) -> Exchange:
     """Save the user's message and start the assistant's reply as a server-side run.
 
     A ``client_id`` already used in the conversation starts nothing: the earlier
     exchange is returned with ``created=False``. ``options`` (``max_tokens``,
-    ``temperature``) apply to this reply's model call only. With ``watch``, the
-    conversation's events are subscribed to first (``exchange.subscription``), so the
-    caller misses none of the reply's. ``new`` saves a conversation that does not exist
-    yet, in the same transaction (services.conversations.conversation_start).
+    ``temperature``) apply to this reply's model call only. ``model`` (a catalog name)
+    answers this reply and the conversation's next ones. ``edited`` (a user message's
+    id): the message replaces that one on a new branch (see reply_edit). With
+    ``watch``, the conversation's events are subscribed to first
+    (``exchange.subscription``), so the caller misses none of the reply's. ``new`` saves
+    a conversation that does not exist yet, in the same transaction
+    (services.conversations.conversation_start).
     """
     content, client_id = check_send(content, client_id)
+    if model is not None:
+        catalog.check(model)
     await _check_live(conversation)
     subscription = await subscribe(conversation.id) if watch else None
     try:
         # Shielded: a client that hangs up mid-call must not cut a send in half.
-        exchange = await asyncio.shield(_start(conversation, content, client_id, options, new))
+        exchange = await asyncio.shield(
+            _start(conversation, content, client_id, options, model, edited, new)
+        )
     except BaseException:
         if subscription is not None:
             await subscription.close()
@@ -244,10 +288,32 @@ async def subscribe(conversation_id) -> Subscription:
         raise ChatError(errors.LIVE_UNAVAILABLE) from exc
 
 
-async def _start(conversation, content, client_id, options, new=None) -> Exchange:
+async def reply_edit(
+    *,
+    conversation: Conversation,
+    message_id: str,
+    content: str,
+    client_id: str | None = None,
+    watch: bool = False,
+    model: str | None = None,
+) -> Exchange:
+    """Edit one of the user's messages: the new text is a new message beside it, on a
+    new branch that becomes the active one, and its reply streams; the old branch is
+    kept, one ``< 1 / 2 >`` away. Refused (409) while a reply streams."""
+    return await reply_start(
+        conversation=conversation,
+        content=content,
+        client_id=client_id,
+        watch=watch,
+        model=model,
+        edited=message_id,
+    )
+
+
+async def _start(conversation, content, client_id, options, model, edited, new) -> Exchange:
     asked = time.monotonic()
     created = await _create_exchange(
-        conversation, content, client_id, llm.model_name(), registry.local_message_ids(), new
+        conversation, content, client_id, model, registry.local_message_ids(), edited, new
     )
     metrics.SEND_DB_SECONDS.observe(time.monotonic() - asked)
     if created.exchange.created:
@@ -274,17 +340,23 @@ async def _announce_and_run(
     inputs = llm.chain_inputs(
         system_prompt=conversation.system_prompt, turns=created.turns, content=content
     )
-    start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
+    # The conversation's temperature, unless this reply's own options set one.
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    options = {"temperature": conversation.temperature, **given}
+    start_run(message=reply, inputs=inputs, chain=llm.get_chain(options, model=reply.model))
 
 
 @db
 def _create_regeneration(
-    conversation: Conversation, message_id: str, model: str, alive: list
+    conversation: Conversation, message_id: str, model: str | None, alive: list
 ) -> _Created:
     with transaction.atomic():
+        conversation.refresh_from_db(fields=["title", "model", "system_prompt", "temperature"])
         swept = sweeper.sweep_stale(Message.objects.filter(conversation=conversation), alive)
         last_reply = (
-            Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)
+            Message.objects.filter(
+                conversation=conversation, role=Message.Role.ASSISTANT, active=True
+            )
             .order_by("-created_at")
             .first()
         )
@@ -296,20 +368,27 @@ def _create_regeneration(
         user_message = last_reply.reply_to
         try:
             with transaction.atomic():
-                reply = _new_reply(user_message, model)
+                reply = _new_reply(user_message, catalog.for_reply(model or conversation.model))
         except IntegrityError:
             raise _busy() from None
-        _touch(conversation, model)
+        branches.activate(conversation.id, reply)
+        selectors.annotate_siblings(conversation.id, [reply])
+        _touch(conversation, reply.model)
         turns = _turns_before(user_message)
     return _Created(Exchange(user_message, reply, created=True), False, turns, swept)
 
 
-async def reply_regenerate(*, conversation: Conversation, message_id: str) -> Exchange:
-    """Answer the last user message again, in a new reply; the earlier reply is kept
-    (for the record and for review) but no longer shown to the model."""
+async def reply_regenerate(
+    *, conversation: Conversation, message_id: str, model: str | None = None
+) -> Exchange:
+    """Answer the last user message again, in a new reply (by ``model`` when given,
+    which then answers the conversation's next replies too); the earlier reply is kept,
+    a sibling off the active branch, no longer shown to the model."""
+    if model is not None:
+        catalog.check(model)
     await _check_live(conversation)
     created = await _create_regeneration(
-        conversation, message_id, llm.model_name(), registry.local_message_ids()
+        conversation, message_id, model, registry.local_message_ids()
     )
     await _announce_and_run(conversation, created, created.exchange.user_message.content)
     return created.exchange

@@ -27,7 +27,8 @@ class Command(BaseCommand):
         if user and saved.exists() and user.check_password(saved.read_text().strip()):
             self.stdout.write(
                 f"chatsite: open {url} and log in as '{USERNAME}' with password "
-                f"'{saved.read_text().strip()}' (change it under Account once in)."
+                f"'{saved.read_text().strip()}' (then change it: your name at the bottom left "
+                "of the chat → Change password)."
             )
         else:
             self.stdout.write(

@@ -7,6 +7,11 @@
 // ignored when already held, and a gap asks the server for a fresh snapshot. Final
 // events replace the text with the stored text; a snapshot never takes back text this
 // page already shows.
+//
+// The page shows the conversation's active branch only: each message names the one it
+// follows (`parent`) and the versions at its place (`siblings`, "‹ 2 / 3 ›"). A message
+// that follows one shown earlier than the last (an edit, a regenerated reply) ends the
+// branch there; a switch elsewhere (`branch.switched`) reloads the branch.
 (() => {
   "use strict";
 
@@ -55,6 +60,26 @@
     }
   }
 
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  // The JSON API with this page's session (api/auth.py): its CSRF token on writes.
+  async function callApi(method, url, body) {
+    const response = await fetch(url, {
+      method,
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.detail || `The server answered ${response.status}.`);
+    return answer;
+  }
+
+  chatsite.callApi = callApi;
+
   async function copyFrom(button, text) {
     if (await copyText(text)) {
       button.classList.add("copied");
@@ -74,8 +99,15 @@
   const charCount = $("[data-part=char-count]", composer);
   const maxChars = Number(composer.dataset.maxChars) || Infinity;
   const titleEl = $("#conversation-title");
+  const modelPicker = $("select[name=model]", composer);
+  const presetPicker = $("select[name=preset]", composer);
+  const modelLabelEl = $(".model-label");
   const pane = $("#messages");
   let live = null; // the live view, on a conversation's page
+  // Phones and tablets: Enter adds a line (the keyboard has no Shift+Enter to speak of);
+  // the Send button sends.
+  const touch = window.matchMedia("(pointer: coarse)").matches;
+  if (touch) textarea.placeholder = "Message chatsite";
 
   function autosize() {
     textarea.style.height = "auto";
@@ -121,7 +153,7 @@
     updateControls();
   });
   textarea.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !touch) {
       event.preventDefault();
       composer.requestSubmit();
     } else if (event.key === "Escape" && live && live.streamingReply()) {
@@ -153,6 +185,25 @@
     setTimeout(() => { sendButton.disabled = true; }, 0);
   });
 
+  function showModel(name) {
+    const option = modelPicker && [...modelPicker.options].find((o) => o.value === name);
+    if (!option) return;
+    modelPicker.value = name;
+    if (modelLabelEl) {
+      modelLabelEl.textContent = option.dataset.label;
+      modelLabelEl.title = option.dataset.label;
+      modelLabelEl.classList.toggle("offline", "offline" in option.dataset);
+    }
+  }
+
+  if (presetPicker) {
+    // A preset brings its model (the picker can still change it before sending).
+    presetPicker.addEventListener("change", () => {
+      const model = presetPicker.selectedOptions[0]?.dataset.model;
+      if (model) showModel(model);
+    });
+  }
+
   autosize();
   if (pane) live = startLive();
   updateControls();
@@ -167,10 +218,16 @@
     const markdown = chatsite.markdown || { ready: false };
     const protocol = chatsite.protocol;
 
-    const messages = new Map(); // id -> {data, el, body, ...}
+    const messages = new Map(); // id -> {data, el, body, ...}: the branch shown
     const pending = new Map(); // client_id -> content: sent, not yet confirmed
-    const chosenVersion = new Map(); // reply_to -> the reply the person chose to see
     const connectionEl = $("#connection");
+    const jumpButton = $("[data-action=jump-latest]");
+    const editTemplate = $("#edit-template");
+    const settingsUrl = composer.dataset.settingsUrl;
+    let conversation = null; // as the last snapshot or conversation.updated told it
+    // Whether the page follows the newest text: true while the reader is at the bottom;
+    // scrolling up stops it (and shows "Jump to latest"), sending starts it again.
+    let following = true;
     let socket = null;
     let attempts = 0;
     let retryTimer = 0;
@@ -210,6 +267,30 @@
       return m;
     }
 
+    function removeMessage(m) {
+      messages.delete(m.data.id);
+      m.el.remove();
+      dirty.delete(m);
+    }
+
+    function shown() {
+      const found = [];
+      for (const el of pane.querySelectorAll(":scope > [data-message-id]")) {
+        const m = messages.get(el.dataset.messageId);
+        if (m) found.push(m);
+      }
+      return found;
+    }
+
+    // The branch goes another way after `parentId` (null: from the start): what the
+    // page shows after it is no longer on the branch.
+    function cutAfter(parentId) {
+      const all = shown();
+      const index = parentId ? all.findIndex((m) => m.data.id === parentId) : -1;
+      for (const m of all.slice(index + 1)) removeMessage(m);
+      structureChanged = true;
+    }
+
     function render(m) {
       const { data, el } = m;
       el.dataset.role = data.role;
@@ -219,6 +300,8 @@
       $("[data-part=model]", el).textContent =
         data.role === "assistant" && data.model ? modelLabel(data.model) : "";
       $("[data-part=state]", el).textContent = STATES[data.status] || "";
+      // A reply that ended with no text has nothing to copy or rate.
+      el.toggleAttribute("data-empty", data.status !== "streaming" && !data.content);
       if (data.role === "assistant" && m.view) {
         m.view.show(data.content, data.status === "streaming");
       } else if (m.rendered !== data.content) {
@@ -232,40 +315,26 @@
       error.hidden = !detail;
     }
 
-    // Versions: a regenerated reply answers the same user message (same reply_to) as
-    // the replies before it. The newest is shown; the others stay one click away
-    // ("‹ 1 / 2 ›"). Only the conversation's latest reply can be regenerated.
+    // Versions: an edited message and a regenerated reply are siblings of what they
+    // replace ("‹ 2 / 3 ›"); switching asks the server for that branch. Only the
+    // branch's latest reply can be regenerated; a person's messages can be edited.
     function arrange() {
-      const all = [];
-      for (const el of pane.querySelectorAll(":scope > [data-message-id]")) {
-        const m = messages.get(el.dataset.messageId);
-        if (m) all.push(m);
-      }
-      const groups = new Map();
-      let latest = null;
-      for (const m of all) {
-        if (m.data.role !== "assistant") continue;
-        latest = m;
-        const key = m.data.reply_to || m.data.id;
-        if (!groups.has(key)) groups.set(key, []);
-        groups.get(key).push(m);
-      }
+      const all = shown();
+      const latest = all.length ? all[all.length - 1] : null;
       const busy = streamingReply() !== null;
-      for (const [key, group] of groups) {
-        const chosen = group.find((m) => m.data.id === chosenVersion.get(key));
-        const shown = chosen || group[group.length - 1];
-        group.forEach((m, index) => {
-          m.el.hidden = m !== shown;
-          const versions = $("[data-part=versions]", m.el);
-          versions.hidden = group.length < 2;
-          $("[data-part=version-label]", versions).textContent = `${index + 1} / ${group.length}`;
-          $("[data-action=older]", versions).disabled = index === 0;
-          $("[data-action=newer]", versions).disabled = index === group.length - 1;
-          const regenerate = $("[data-action=regenerate]", m.el);
-          regenerate.hidden = m !== latest || busy;
-          $("[data-part=regenerate-label]", regenerate).textContent =
-            m.data.status === "completed" ? "Regenerate" : "Retry";
-        });
+      for (const m of all) {
+        const siblings = m.data.siblings || [m.data.id];
+        const index = Math.max(0, siblings.indexOf(m.data.id));
+        const versions = $("[data-part=versions]", m.el);
+        versions.hidden = siblings.length < 2;
+        $("[data-part=branch-index]", versions).textContent = `${index + 1} / ${siblings.length}`;
+        $("[data-action=branch-prev]", versions).disabled = index === 0 || busy;
+        $("[data-action=branch-next]", versions).disabled = index === siblings.length - 1 || busy;
+        $("[data-action=edit]", m.el).hidden = m.data.role !== "user" || busy || m.editing;
+        const regenerate = $("[data-action=regenerate]", m.el);
+        regenerate.hidden = m.data.role !== "assistant" || m !== latest || busy;
+        $("[data-part=regenerate-label]", regenerate).textContent =
+          m.data.status === "completed" ? "Regenerate" : "Retry";
       }
     }
 
@@ -307,14 +376,32 @@
     function flush() {
       if (!scheduled) return;
       scheduled = false;
-      const nearBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 120;
       for (const m of dirty) render(m);
       dirty.clear();
       if (structureChanged) arrange();
       structureChanged = false;
       updateControls();
-      if (nearBottom || firstRender) pane.scrollTop = pane.scrollHeight;
+      if (following || firstRender) scrollToLatest();
       firstRender = false;
+      updateJump();
+    }
+
+    function distanceFromBottom() {
+      return pane.scrollHeight - pane.scrollTop - pane.clientHeight;
+    }
+
+    // Where this page last scrolled itself: its own scroll events (which arrive after
+    // more text may have come) never count as the reader scrolling up.
+    let autoScrollTop = 0;
+
+    function scrollToLatest() {
+      following = true;
+      pane.scrollTop = pane.scrollHeight;
+      autoScrollTop = pane.scrollTop;
+    }
+
+    function updateJump() {
+      jumpButton.hidden = following || distanceFromBottom() < 40;
     }
 
     function announce(m) {
@@ -331,6 +418,8 @@
         return;
       } else {
         if (m.data.status !== data.status) structureChanged = true;
+        // Only readers that know them send the versions; the others' copies keep them.
+        if (!data.siblings && m.data.siblings) data = { ...data, siblings: m.data.siblings };
         m.data = data;
       }
       schedule(m);
@@ -341,9 +430,25 @@
 
     // A snapshot holds the latest messages (a page of them); older ones the page
     // already shows (loaded with "Load earlier messages") stay above them.
+    // Held messages above it stay when they are the ones the snapshot's first message
+    // follows (an older page loaded earlier); anything else held is off the branch now.
     function applySnapshot(event) {
       resyncing = false;
       setConnection("live");
+      const incoming = new Set(event.messages.map((data) => data.id));
+      const kept = new Set();
+      const first = event.messages[0];
+      if (first && first.parent === null && event.has_more) {
+        // Saved without parents (by hand): one line of messages, all kept.
+        for (const m of shown()) if (m.data.id !== first.id) kept.add(m.data.id); else break;
+      } else {
+        for (let id = first?.parent; id && messages.has(id); id = messages.get(id).data.parent) {
+          kept.add(id);
+        }
+      }
+      for (const m of shown()) {
+        if (!kept.has(m.data.id) && !incoming.has(m.data.id)) removeMessage(m);
+      }
       for (const data of event.messages) upsert(data);
       for (const data of event.messages) pane.append(messages.get(data.id).el);
       if (!event.messages.length || messages.size === event.messages.length) {
@@ -351,8 +456,7 @@
       }
       structureChanged = true;
       schedule(null);
-      setPageTitle(event.conversation.title);
-      chatsite.sidebar?.setTitle(conversationId, event.conversation.title);
+      applyConversation(event.conversation);
       if (!firstSnapshot) {
         // Sends the server may not have seen go again: a repeated client_id is answered
         // with what it already created, never a second reply.
@@ -419,11 +523,34 @@
     }
 
     function applyCreated(event) {
+      const mine = event.client_id && pending.has(event.client_id);
       if (event.client_id) pending.delete(event.client_id);
       const data = event.message;
-      if (data.role === "assistant" && data.reply_to) chosenVersion.delete(data.reply_to);
+      if (!messages.has(data.id)) {
+        const all = shown();
+        const last = all.length ? all[all.length - 1].data.id : null;
+        if (data.parent && !messages.has(data.parent)) {
+          requestResync(); // the branch changed above what this page holds
+          return;
+        }
+        if (data.parent !== last && all.length) cutAfter(data.parent);
+      }
       upsert(data);
+      if (mine) scrollToLatest(); // one's own message: show it and follow the reply
       if (data.role === "user") chatsite.sidebar?.bump(conversationId, data.created_at);
+    }
+
+    function applyConversation(updated) {
+      conversation = updated;
+      setPageTitle(updated.title);
+      chatsite.sidebar?.setTitle(conversationId, updated.title);
+      if (updated.model) showModel(updated.model);
+    }
+
+    function applyBranchSwitched(event) {
+      const all = shown();
+      if (all.length && all[all.length - 1].data.id === event.message) return;
+      requestResync();
     }
 
     function applyError(event) {
@@ -460,10 +587,8 @@
       "message.failed": (event) => upsert(event.message),
       "message.cancelled": (event) => upsert(event.message),
       "message.interrupted": (event) => upsert(event.message),
-      "conversation.updated": (event) => {
-        setPageTitle(event.conversation.title);
-        chatsite.sidebar?.setTitle(conversationId, event.conversation.title);
-      },
+      "conversation.updated": (event) => applyConversation(event.conversation),
+      "branch.switched": applyBranchSwitched,
       error: applyError,
     };
 
@@ -534,6 +659,7 @@
     function send(content) {
       const clientId = newId();
       pending.set(clientId, content);
+      scrollToLatest();
       if (isOpen()) {
         sendFrame({ type: "message.send", content, client_id: clientId });
       } else {
@@ -551,22 +677,139 @@
     }
 
     function showVersion(m, step) {
-      const key = m.data.reply_to || m.data.id;
-      const group = [...messages.values()].filter(
-        (other) => other.data.role === "assistant" && (other.data.reply_to || other.data.id) === key);
-      const next = group[group.indexOf(m) + step];
+      const siblings = m.data.siblings || [];
+      const next = siblings[siblings.indexOf(m.data.id) + step];
       if (!next) return;
-      chosenVersion.set(key, next.data.id);
+      following = false; // the reader stays where the switcher is
+      sendFrame({ type: "branch.select", message: next });
+    }
+
+    // --- editing a message: a new version, on a new branch -------------------------------
+
+    function startEdit(m) {
+      if (m.editing) return;
+      const form = editTemplate.content.firstElementChild.cloneNode(true);
+      const area = $("textarea[name=edit]", form);
+      area.value = m.data.content;
+      m.editing = form;
+      m.body.hidden = true;
+      m.body.after(form);
       structureChanged = true;
       schedule(null);
-      requestAnimationFrame(() => $(`[data-action=${step < 0 ? "older" : "newer"}]`, next.el).focus());
+      area.focus();
+      area.setSelectionRange(area.value.length, area.value.length);
+      const close = () => {
+        form.remove();
+        m.editing = null;
+        m.body.hidden = false;
+        structureChanged = true;
+        schedule(null);
+      };
+      $("[data-action=cancel-edit]", form).addEventListener("click", close);
+      area.addEventListener("keydown", (event) => {
+        if (event.key === "Escape") close();
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !touch) {
+          event.preventDefault();
+          form.requestSubmit();
+        }
+      });
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        const content = area.value;
+        if (!content.trim() || charLength(content) > maxChars) {
+          showNotice(`A message has 1 to ${maxChars} characters.`);
+          return;
+        }
+        const clientId = newId();
+        pending.set(clientId, content);
+        sendFrame({ type: "message.edit", message: m.data.id, content, client_id: clientId });
+        close();
+        updateControls();
+      });
+    }
+
+    // --- the conversation's settings ------------------------------------------------------
+
+    const settingsDialog = $("#settings-dialog");
+    const settingsButton = $("[data-action=conversation-settings]");
+
+    function openSettings() {
+      const form = $("form", settingsDialog);
+      if (conversation) {
+        form.elements.system_prompt.value = conversation.system_prompt || "";
+        form.elements.temperature.value = conversation.temperature ?? "";
+      }
+      settingsDialog.showModal();
+      form.elements.system_prompt.focus();
+    }
+
+    function settingsFrom(form) {
+      const temperature = form.elements.temperature.value;
+      return {
+        system_prompt: form.elements.system_prompt.value,
+        temperature: temperature === "" ? null : Number(temperature),
+      };
+    }
+
+    if (settingsDialog) {
+      const form = $("form", settingsDialog);
+      settingsButton.addEventListener("click", openSettings);
+      $("[data-action=close-dialog]", settingsDialog).addEventListener("click", () => settingsDialog.close());
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        try {
+          applyConversation(await callApi("PATCH", settingsUrl, settingsFrom(form)));
+          settingsDialog.close();
+          showNotice("Saved: it applies from the next reply.", 4000);
+        } catch (error) {
+          showNotice(error.message);
+        }
+      });
+      $("[data-action=save-preset]", form).addEventListener("click", async () => {
+        const name = form.elements.preset_name.value.trim();
+        if (!name) {
+          form.elements.preset_name.focus();
+          return;
+        }
+        try {
+          await callApi("POST", "/api/presets", { name, model: modelPicker.value, ...settingsFrom(form) });
+          showNotice(`Preset “${name}” saved: pick it when you start a new chat.`, 4000);
+          form.elements.preset_name.value = "";
+        } catch (error) {
+          showNotice(error.message);
+        }
+      });
+    }
+
+    if (modelPicker) {
+      // The model of the next reply (and of a regeneration): saved at once, every tab
+      // follows (conversation.updated).
+      modelPicker.addEventListener("change", async () => {
+        const chosen = modelPicker.value;
+        try {
+          applyConversation(await callApi("PATCH", settingsUrl, { model: chosen }));
+        } catch (error) {
+          showNotice(error.message);
+          if (conversation) showModel(conversation.model);
+        }
+      });
     }
 
     stopButton.addEventListener("click", stop);
     earlierButton.addEventListener("click", loadEarlier);
-    // Scrolled up to the oldest message shown: the next page comes by itself.
+    jumpButton.addEventListener("click", () => {
+      scrollToLatest();
+      updateJump();
+      textarea.focus();
+    });
+    // Scrolled up to the oldest message shown: the next page comes by itself. Scrolling
+    // away from the bottom stops following the reply; back at the bottom, it follows.
     pane.addEventListener("scroll", () => {
       if (pane.scrollTop < 80 && !firstRender) loadEarlier();
+      if (pane.scrollTop < autoScrollTop - 2) following = false;
+      else if (distanceFromBottom() < 40) following = true;
+      autoScrollTop = Math.min(autoScrollTop, pane.scrollTop);
+      updateJump();
     }, { passive: true });
     pane.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
@@ -580,8 +823,9 @@
         sendFrame({ type: "reply.regenerate", message: m.data.id });
         button.hidden = true;
       }
-      if (action === "older") showVersion(m, -1);
-      if (action === "newer") showVersion(m, 1);
+      if (action === "branch-prev") showVersion(m, -1);
+      if (action === "branch-next") showVersion(m, 1);
+      if (action === "edit") startEdit(m);
     });
 
     connect();

@@ -7,6 +7,11 @@
 // rendered once and kept; only the last, growing block is rendered again, so a frame
 // costs the size of that block, not of the whole reply. Once the reply has ended, its
 // stored text is rendered whole, once.
+//
+// Math ($…$, $$…$$, \(…\), \[…\]) is taken out before Markdown sees it, as elements
+// holding the formula's text. Finished blocks are then dressed once (dress.js: code
+// highlighted, math typeset) — in a streaming reply when a block is settled, never the
+// growing last block, whose math shows as its source until it is.
 (() => {
   "use strict";
 
@@ -34,6 +39,50 @@
     return span.innerHTML;
   }
 
+  // Math is taken out before Markdown sees it (whose escapes would eat "\(" and "_"),
+  // as elements holding the formula's text, typeset later by KaTeX.
+  function mathElement(tag, display, tex) {
+    return `<${tag} class="${display ? "math-display" : "math-inline"}">${escapeHtml(tex)}</${tag}>`;
+  }
+
+  const INLINE_MATH = [
+    /^\$\$([^$]+?)\$\$/, // display math inside a paragraph
+    /^\\\(([\s\S]+?)\\\)/,
+    /^\\\[([\s\S]+?)\\\]/,
+    /^\$(?![\s$])((?:\\\$|[^$\n])+?)(?<!\s)\$(?!\d)/, // not "$5 and $10"
+  ];
+
+  marked.use({
+    extensions: [
+      {
+        name: "mathBlock",
+        level: "block",
+        start: (src) => src.match(/^ {0,3}(?:\$\$|\\\[)/m)?.index,
+        tokenizer(src) {
+          const found = /^ {0,3}(?:\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\])[ \t]*(?:\n+|$)/.exec(src);
+          if (found) return { type: "mathBlock", raw: found[0], text: (found[1] ?? found[2]).trim() };
+          return undefined;
+        },
+        renderer: (token) => mathElement("div", true, token.text),
+      },
+      {
+        name: "mathInline",
+        level: "inline",
+        start: (src) => src.match(/\$|\\[([]/)?.index,
+        tokenizer(src) {
+          for (const [index, pattern] of INLINE_MATH.entries()) {
+            const found = pattern.exec(src);
+            if (found) {
+              return { type: "mathInline", raw: found[0], text: found[1].trim(), display: index < 3 && index !== 1 };
+            }
+          }
+          return undefined;
+        },
+        renderer: (token) => mathElement("span", token.display, token.text),
+      },
+    ],
+  });
+
   marked.use({
     gfm: true,
     renderer: {
@@ -48,8 +97,9 @@
     },
   });
   DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
-    // Classes only for code languages, so a reply cannot dress up as the page.
-    if (data.attrName === "class" && !/^language-[\w+#.-]+$/.test(data.attrValue)) {
+    // Classes only for code languages and math (raw HTML never gets here: it is shown as
+    // text), so a reply cannot dress up as the page.
+    if (data.attrName === "class" && !/^(language-[\w+#.-]+|math-inline|math-display)$/.test(data.attrValue)) {
       data.keepAttr = false;
     }
   });
@@ -76,6 +126,8 @@
     return fragment;
   }
 
+  const dress = chatsite.dress || ((fragment) => fragment);
+
   function streamPart() {
     const part = document.createElement("div");
     part.className = "stream-part";
@@ -89,13 +141,27 @@
 
     function showWhole(text) {
       if (rendered === text && !stream) return;
-      body.replaceChildren(fragmentFrom(marked.lexer(text)));
+      body.replaceChildren(dress(fragmentFrom(marked.lexer(text))));
+      rendered = text;
+      stream = null;
+    }
+
+    // The reply ended: what settled while it streamed is kept (dressed already); only
+    // the rest is rendered, once.
+    function finish(text) {
+      const tokens = marked.lexer(text.slice(stream.settledText.length));
+      stream.tail.replaceChildren(dress(fragmentFrom(tokens)));
       rendered = text;
       stream = null;
     }
 
     function show(text, streaming) {
       // marked turns CR LF into LF, which would break the settled text's offsets.
+      if (!streaming && stream && incremental && !text.includes("\r")
+          && rendered === null && text.startsWith(stream.settledText)) {
+        finish(text);
+        return;
+      }
       if (!streaming || !incremental || text.includes("\r")) {
         showWhole(text);
         return;
@@ -116,7 +182,7 @@
           showWhole(text);
           return;
         }
-        stream.settled.append(fragmentFrom(done));
+        stream.settled.append(dress(fragmentFrom(done)));
         stream.settledText = settledText;
       }
       const rest = tokens.slice(Math.max(last, 0));

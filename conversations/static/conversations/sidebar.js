@@ -1,6 +1,7 @@
 // The chat page's sidebar: the conversations with their relative dates, the search
-// over titles and message text, rename and delete (with a confirmation), the sliding
-// sidebar at phone width and Ctrl+K.
+// over titles and message text, rename and delete (with a confirmation), the account
+// menu (and importing a conversation from it), the sliding sidebar at phone width and
+// Ctrl+K.
 //
 // window.chatsite.sidebar lets the live view keep the open conversation's entry up to
 // date: setTitle(id, title) and bump(id, when) (newest activity first).
@@ -234,6 +235,49 @@
       toggle.focus();
     }
   });
+
+  // --- menus: the account's, a conversation's export ---------------------------------
+
+  const menus = [...document.querySelectorAll("details.menu")];
+  document.addEventListener("click", (event) => {
+    for (const menu of menus) {
+      // A click outside closes it, and so does a choice in it (a download stays here).
+      const chosen = event.target.closest("a") && menu.contains(event.target);
+      if (menu.open && (chosen || !menu.contains(event.target))) menu.open = false;
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    for (const menu of menus) {
+      if (menu.open) {
+        menu.open = false;
+        $("summary", menu).focus();
+      }
+    }
+  });
+
+  // Import: a conversation's JSON export becomes a new conversation, opened at once.
+  const importInput = $("input[data-action=import]");
+  if (importInput) {
+    importInput.addEventListener("change", async () => {
+      const file = importInput.files[0];
+      importInput.value = "";
+      if (!file) return;
+      let data;
+      try {
+        data = JSON.parse(await file.text());
+      } catch {
+        showNotice(`${file.name} is not JSON: export a conversation as JSON to import it.`);
+        return;
+      }
+      try {
+        const imported = await chatsite.callApi("POST", importInput.dataset.url, data);
+        location.assign(`/c/${imported.id}/`);
+      } catch (error) {
+        showNotice(error.message);
+      }
+    });
+  }
 
   chatsite.sidebar = { setTitle: setEntryTitle, bump: bumpEntry };
 })();
