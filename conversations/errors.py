@@ -31,6 +31,12 @@ READ_ONLY = "read_only"
 UNKNOWN_TYPE = "unknown_type"
 MODEL_NOT_FOUND = "model_not_found"
 INVALID_MESSAGES = "invalid_messages"
+# Agents (agents/): a tool name nobody offers; and, in a reply's or a call's own
+# ``error`` rather than as refusals, the step limit and a call's time limit.
+UNKNOWN_TOOL = "unknown_tool"
+AGENT_STEP_LIMIT = "agent_step_limit"
+TOOL_TIMEOUT = "tool_timeout"
+TOOL_FAILED = "tool_failed"
 
 _STATUS = {
     NOT_FOUND: 404,
@@ -60,6 +66,10 @@ _WORDING = {
     INVALID_JSON: "Send one JSON object per frame.",
     READ_ONLY: "Staff watch conversations; they never write in them.",
     INVALID_MESSAGES: "The last message must be the user's.",
+    AGENT_STEP_LIMIT: (
+        "The model kept calling tools past the number of steps a reply may take; "
+        "the text so far is kept."
+    ),
 }
 
 
@@ -165,3 +175,17 @@ def model_not_found(name: str) -> ChatError:
     return ChatError(
         MODEL_NOT_FOUND, f"The model `{name}` does not exist or you do not have access to it."
     )
+
+
+def unknown_tool(name) -> ChatError:
+    return ChatError(UNKNOWN_TOOL, f"There is no tool named {str(name)[:100]!r}.")
+
+
+def tool_timeout(seconds: float) -> dict:
+    """A tool call's ``error`` when it ran past CHAT_TOOL_TIMEOUT_S."""
+    return {"code": TOOL_TIMEOUT, "detail": f"The tool did not answer within {seconds:g} s."}
+
+
+def tool_failed(detail: str) -> dict:
+    """A tool call's ``error`` when the tool raised or said it failed."""
+    return {"code": TOOL_FAILED, "detail": detail}

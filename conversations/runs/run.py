@@ -86,6 +86,11 @@ class Run:
     def frames_after(self, seq: int) -> list[str]:
         return self.frames[seq:]
 
+    def saved_fields(self) -> dict[str, Any]:
+        """What a flush saves besides the text and seq, as of the frames published: an
+        agent's tool calls (runs/agent.py); nothing for a plain reply."""
+        return {}
+
     # --- control ----------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -252,10 +257,10 @@ class Run:
         """Save the text so far and renew the lease: True when saved, False when the
         reply is no longer streaming (the run stops), None when the database failed."""
         async with self._flushing:
-            seq, text = self.seq, self.text()
+            seq, text, more = self.seq, self.text(), self.saved_fields()
             submitted = time.monotonic()
             try:
-                saved = await writes.flushes().write(self.message_id, seq=seq, content=text)
+                saved = await writes.flushes().write(self.message_id, seq=seq, content=text, **more)
             except Exception:
                 log.warning("could not flush reply %s; retrying", self.message_id, exc_info=True)
                 return None

@@ -18,13 +18,14 @@ from ..models import Message
 
 class _Flushes:
     def __init__(self) -> None:
-        self.pending: dict[str, tuple[int, str, asyncio.Future]] = {}
+        self.pending: dict[str, tuple[int, str, asyncio.Future, dict]] = {}
         self.writer: asyncio.Task | None = None
 
-    async def write(self, message_id: str, *, seq: int, content: str) -> bool:
+    async def write(self, message_id: str, *, seq: int, content: str, **fields: Any) -> bool:
+        """Save a reply's text and seq (and ``fields``: an agent's tool calls)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.pending[message_id] = (seq, content, future)
+        self.pending[message_id] = (seq, content, future, fields)
         if self.writer is None or self.writer.done():
             self.writer = loop.create_task(self._write_pending(), name="run-flushes")
         try:
@@ -37,13 +38,15 @@ class _Flushes:
         while self.pending:
             batch, self.pending = self.pending, {}
             try:
-                ended = await save_texts({k: (seq, text) for k, (seq, text, _) in batch.items()})
+                ended = await save_texts(
+                    {k: (seq, text, more) for k, (seq, text, _, more) in batch.items()}
+                )
             except Exception as exc:
-                for _, _, future in batch.values():
+                for _, _, future, _ in batch.values():
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for message_id, (_, _, future) in batch.items():
+            for message_id, (_, _, future, _) in batch.items():
                 if not future.done():
                     future.set_result(message_id not in ended)
 
@@ -61,15 +64,15 @@ def flushes() -> _Flushes:
 
 
 @database_sync_to_async
-def save_texts(texts: dict[str, tuple[int, str]]) -> set[str]:
+def save_texts(texts: dict[str, tuple[int, str, dict]]) -> set[str]:
     """Save streaming replies' text and seq; returns the ids of those that had ended
     (the sweeper or a stop in another process saved them first)."""
     now = timezone.now()
     ended = set()
     with transaction.atomic():
-        for message_id, (seq, content) in texts.items():
+        for message_id, (seq, content, more) in texts.items():
             if not Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-                content=content, seq=seq, updated_at=now
+                content=content, seq=seq, updated_at=now, **more
             ):
                 ended.add(message_id)
     return ended

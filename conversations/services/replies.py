@@ -22,6 +22,7 @@ from ..live import control, layer
 from ..live.subscription import Subscription
 from ..models import Conversation, Message
 from ..runs import registry
+from ..runs.agent import start_agent_run
 from ..runs.run import start_run
 from ..text import check_text
 from . import sweeper
@@ -126,6 +127,7 @@ def _create_exchange(
         if titled:
             conversation.title = title_from(content)
         _touch(conversation, model)
+        _read_tools(conversation)
         turns = _turns_before(user_message)
     return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
 
@@ -151,6 +153,14 @@ def _touch(conversation: Conversation, model: str) -> None:
     conversation.model = model
     conversation.updated_at = timezone.now()
     conversation.save(update_fields=["title", "model", "updated_at"])
+
+
+def _read_tools(conversation: Conversation) -> None:
+    """The tools as saved now: the caller's copy may predate a change in another tab."""
+    conversation.tools = (
+        Conversation.objects.filter(pk=conversation.pk).values_list("tools", flat=True).first()
+        or []
+    )
 
 
 def _turns_before(user_message: Message) -> list[tuple[str, str]]:
@@ -247,7 +257,12 @@ async def _announce_and_run(
     inputs = llm.chain_inputs(
         system_prompt=conversation.system_prompt, turns=created.turns, content=content
     )
-    start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
+    if conversation.tools:  # the agent's path; without tools, the plain one unchanged
+        start_agent_run(
+            message=reply, inputs=inputs, tools=conversation.tools, owner_id=conversation.owner_id
+        )
+    else:
+        start_run(message=reply, inputs=inputs, chain=llm.get_chain(options))
 
 
 @database_sync_to_async
@@ -273,6 +288,7 @@ def _create_regeneration(
         except IntegrityError:
             raise _busy() from None
         _touch(conversation, model)
+        _read_tools(conversation)
         turns = _turns_before(user_message)
     return _Created(Exchange(user_message, reply, created=True), False, turns, swept)
 
