@@ -10,7 +10,8 @@ call's start and end. The rules, applied around every call (``ToolGuard``):
 - an output longer than ``CHAT_TOOL_OUTPUT_MAX_CHARS`` is cut, with a visible marker;
 - outputs and arguments are untrusted text: made storable here (text.sanitize), and
   rendered as text, never HTML, wherever they are shown;
-- the model may take ``CHAT_AGENT_MAX_STEPS`` turns; one more raises ``StepLimit``.
+- the model may take ``CHAT_AGENT_MAX_STEPS`` turns; one more ends the stream with
+  ``ModelStalled(agent_step_limit)``.
 """
 
 import asyncio
@@ -29,10 +30,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
-from conversations import errors
+from conversations import errors, llm
 from conversations.text import sanitize
-
-StepLimit = ModelCallLimitExceededError
 
 
 @dataclass
@@ -133,14 +132,22 @@ async def stream(
     *, model: BaseChatModel, tools: list[BaseTool], messages: list[BaseMessage]
 ) -> AsyncIterator[AIMessageChunk | CallEvent]:
     """The model's chunks and the tool calls' events of one agent run, in order.
-    Raises StepLimit when the model wants more turns than it may take."""
+    Raises ModelStalled ``agent_step_limit`` when the model wants more turns than it
+    may take."""
     graph = build(model=model, tools=tools)
+    # Each model turn takes a few of the graph's steps (the limit's hook, the model, the
+    # tools); the turns are counted by the middleware, not by this safety net.
     config = {"recursion_limit": 10 * settings.CHAT_AGENT_MAX_STEPS + 10}
-    async for mode, payload in graph.astream(
-        {"messages": messages}, config, stream_mode=["messages", "custom"]
-    ):
-        if mode == "custom":
-            if isinstance(payload, CallEvent):
-                yield payload
-        elif isinstance(payload[0], AIMessageChunk):
-            yield payload[0]
+    try:
+        async for mode, payload in graph.astream(
+            {"messages": messages}, config, stream_mode=["messages", "custom"]
+        ):
+            if mode == "custom":
+                if isinstance(payload, CallEvent):
+                    yield payload
+            elif isinstance(payload[0], AIMessageChunk):
+                yield payload[0]
+    except ModelCallLimitExceededError:
+        raise llm.ModelStalled(
+            errors.AGENT_STEP_LIMIT, errors.ChatError(errors.AGENT_STEP_LIMIT).detail
+        ) from None

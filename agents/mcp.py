@@ -16,11 +16,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from langchain_core.tools import BaseTool, ToolException
-from langchain_mcp_adapters.client import MultiServerMCPClient
-from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
-from mcp.types import Tool as McpTool
 
 from .models import McpServer
+
+# langchain_mcp_adapters and mcp are imported where used: every process checks tool
+# names, few ever reach an MCP server.
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def describe_failure(server: str, exc: BaseException) -> str:
 
 async def list_tools(server: McpServer) -> list[dict]:
     """The tools a server offers now: [{name, description, input_schema}]."""
+    from langchain_mcp_adapters.client import MultiServerMCPClient
+
     client = MultiServerMCPClient({server.name: connection(server)})
     async with asyncio.timeout(settings.CHAT_MCP_LIST_TIMEOUT_S):
         async with client.session(server.name) as session:
@@ -99,6 +101,9 @@ def offered(servers: list[McpServer]) -> dict[str, tuple[McpServer, dict]]:
 
 def make(server: McpServer, listed: dict) -> BaseTool:
     """One of a server's tools for a reply: each call opens its own session."""
+    from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
+    from mcp.types import Tool as McpTool
+
     tool = convert_mcp_tool_to_langchain_tool(
         None,
         McpTool(

@@ -6,6 +6,7 @@ otherwise), what ``GET /api/tools`` lists, and which LangChain tools a reply get
 
 from collections.abc import Iterable
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from langchain_core.tools import BaseTool
 
@@ -32,6 +33,13 @@ def available() -> list[dict]:
             }
         )
     return tools
+
+
+async def available_now() -> list[dict]:
+    """``available()``, with MCP servers' listings older than mcp.LISTING_TTL_S asked
+    again first (each within CHAT_MCP_LIST_TIMEOUT_S; a failure keeps the old one)."""
+    await mcp.refresh_stale(await mcp.aenabled_servers())
+    return await database_sync_to_async(available)()
 
 
 def check_names(names) -> list[str]:

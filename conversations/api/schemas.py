@@ -19,6 +19,7 @@ class ConversationOut(Schema):
     title: str
     model: str
     source: str
+    tools: list[str] = Field([], description="the tools its model may call (GET /api/tools)")
     created_at: IsoTime | None
     updated_at: IsoTime | None
 
@@ -31,6 +32,25 @@ class ErrorOut(Schema):
 class UsageOut(Schema):
     prompt_tokens: int
     completion_tokens: int
+
+
+class ToolCallOut(Schema):
+    id: str
+    name: str
+    args: dict
+    status: str = Field(
+        description="running, completed or failed; cancelled or interrupted when the reply "
+        "ended under it; requested for an OpenAI client's own tools (/v1)"
+    )
+    output: str | None = None
+    error: ErrorOut | None = None
+    duration_ms: int | None = None
+
+
+class ToolOut(Schema):
+    name: str
+    description: str
+    source: str = Field(description="builtin, or mcp:<server>")
 
 
 class MessageOut(Schema):
@@ -48,6 +68,9 @@ class MessageOut(Schema):
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
     completed_at: IsoTime | None = None
+    tool_calls: list[ToolCallOut] | None = Field(None, description="a reply's tool calls, in order")
+    # Tool messages only (an OpenAI client's tool results, /v1):
+    tool_call_id: str | None = None
 
 
 class ConversationDetail(ConversationOut):
@@ -64,10 +87,14 @@ class ConversationPage(Schema):
 class ConversationIn(Schema):
     title: str = Field("", max_length=200)
     system_prompt: str = Field("", max_length=settings.CHAT_MAX_SYSTEM_PROMPT_CHARS)
+    tools: list[str] | None = Field(
+        None, description="tool names (GET /api/tools); absent: the server's default tools"
+    )
 
 
 class ConversationPatch(Schema):
-    title: str
+    title: str | None = None
+    tools: list[str] | None = Field(None, description="tool names: replaces the list")
 
 
 class SendIn(Schema):

@@ -13,6 +13,8 @@ from typing import Annotated
 from channels.db import database_sync_to_async
 from ninja import Query, Status
 
+from agents import registry
+
 from .. import errors, events, selectors, sse
 from ..errors import ChatError
 from ..live import streams, subscription
@@ -36,6 +38,7 @@ from .schemas import (
     MessageOut,
     SendIn,
     StopIn,
+    ToolOut,
 )
 
 # How long a stop waits for the run to save the reply before it answers.
@@ -100,6 +103,7 @@ async def create_conversation(request, body: ConversationIn):
         source=Conversation.Source.API,
         title=body.title.strip(),
         system_prompt=body.system_prompt,
+        tools=body.tools,
     )
     return Status(201, events.conversation_out(conversation))
 
@@ -123,14 +127,23 @@ async def read_conversation(request, conversation_id: ConversationId):
 @api.patch(
     "/conversations/{conversation_id}",
     response={200: ConversationOut, **REFUSALS},
-    summary="Rename a conversation",
+    summary="Rename a conversation, or choose its tools",
     tags=[CONVERSATIONS],
 )
 async def rename_conversation(request, conversation_id: ConversationId, body: ConversationPatch):
+    """`title` renames it; `tools` replaces the tools its model may call from the next
+    reply on (`400 unknown_tool` names one that does not exist)."""
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
-    conversation = await conversations.conversation_rename(
-        conversation=conversation, title=body.title
-    )
+    if body.title is None and body.tools is None:
+        raise errors.invalid_field("title", "given (or `tools`)")
+    if body.tools is not None:
+        conversation = await conversations.conversation_set_tools(
+            conversation=conversation, tools=body.tools
+        )
+    if body.title is not None:
+        conversation = await conversations.conversation_rename(
+            conversation=conversation, title=body.title
+        )
     return events.conversation_out(conversation)
 
 
@@ -144,6 +157,13 @@ async def delete_conversation(request, conversation_id: ConversationId):
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     await conversations.conversation_delete(conversation=conversation)
     return Status(204, None)
+
+
+@api.get("/tools", response=list[ToolOut], summary="List the tools", tags=[CONVERSATIONS])
+async def list_tools(request):
+    """The tools a conversation may enable (`tools` of create and update): the built-in
+    ones, and those of the MCP servers staff registered."""
+    return await registry.available_now()
 
 
 # --- replies ----------------------------------------------------------------------------

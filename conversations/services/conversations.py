@@ -8,6 +8,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 
+from agents import registry
+
 from .. import errors, events, llm
 from ..errors import ChatError
 from ..live import control
@@ -24,9 +26,12 @@ def conversation_create(
     title: str = "",
     system_prompt: str = "",
     turns: Sequence[tuple[str, str]] = (),
+    tools: Sequence[str] | None = None,
 ) -> Conversation:
     """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
-    as an integration that sends a whole chat history brings them."""
+    as an integration that sends a whole chat history brings them. ``tools``: the names
+    of the tools its model may call (None: CHAT_DEFAULT_TOOLS)."""
+    tools = registry.default_names() if tools is None else registry.check_names(tools)
     check_text(title, "title")
     check_text(system_prompt, "system_prompt")
     if len(system_prompt) > settings.CHAT_MAX_SYSTEM_PROMPT_CHARS:
@@ -44,6 +49,7 @@ def conversation_create(
             title=title,
             system_prompt=system_prompt,
             model=llm.model_name(),
+            tools=tools,
         )
         if turns:
             messages = Message.objects.bulk_create(
@@ -68,6 +74,7 @@ async def conversation_start(
     client_id: str | None = None,
     options: dict | None = None,
     watch: bool = False,
+    tools: Sequence[str] | None = None,
 ) -> tuple[Conversation, Exchange]:
     """A new conversation and its first message's reply, or nothing at all: every check
     runs before anything is saved, and a refusal from the start of the reply deletes
@@ -81,6 +88,7 @@ async def conversation_start(
         title=replies.title_from(first) if turns else "",
         system_prompt=system_prompt,
         turns=turns,
+        tools=tools,
     )
     try:
         exchange = await replies.reply_start(
@@ -121,3 +129,14 @@ async def conversation_delete(*, conversation: Conversation) -> None:
     except ChatError:
         pass  # nothing streams, or its worker is gone: its saves then match no row
     await conversation.adelete()
+
+
+async def conversation_set_tools(
+    *, conversation: Conversation, tools: Sequence[str]
+) -> Conversation:
+    """Choose the tools a conversation's model may call from its next reply on; every
+    open viewer hears of it (``conversation.updated``)."""
+    conversation.tools = await database_sync_to_async(registry.check_names)(tools)
+    await conversation.asave(update_fields=["tools"])
+    await control.publish(conversation.id, events.conversation_updated(conversation))
+    return conversation
