@@ -14,7 +14,6 @@ running is saved ``cancelled`` (Stop) or ``failed``; the sweeper saves it
 ``interrupted`` when the worker died (services/sweeper.py).
 """
 
-import asyncio
 import time
 from typing import Any
 
@@ -26,8 +25,7 @@ from ..live import control, layer
 from ..llm.chain import PROMPT
 from ..models import Message
 from ..text import sanitize
-from . import registry as runs
-from .run import Run
+from .run import Run, launch
 
 RUNNING = "running"
 
@@ -154,7 +152,4 @@ class AgentRun(Run):
 
 def start_agent_run(*, message: Message, inputs: dict, tools: list[str], owner_id) -> AgentRun:
     """Start a reply with tools as a task of this process, like run.start_run."""
-    run = AgentRun(message=message, inputs=inputs, tools=tools, owner_id=owner_id)
-    runs.add(run)
-    run.task = asyncio.get_running_loop().create_task(run.main(), name=f"run-{run.message_id}")
-    return run
+    return launch(AgentRun(message=message, inputs=inputs, tools=tools, owner_id=owner_id))

@@ -329,7 +329,12 @@ class Run:
 
 def start_run(*, message: Message, inputs: dict, chain: Runnable) -> Run:
     """Start a reply as a task of this process; it never depends on a connection."""
-    run = Run(message=message, inputs=inputs, chain=chain)
+    return launch(Run(message=message, inputs=inputs, chain=chain))
+
+
+def launch(run: Run) -> Run:
+    """Run a reply (of any kind: runs/agent.py, runs/client_tools.py) as a task of this
+    process."""
     # The registry holds the run (and so its task) until it ends.
     registry.add(run)
     run.task = asyncio.get_running_loop().create_task(run.main(), name=f"run-{run.message_id}")

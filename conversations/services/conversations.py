@@ -25,7 +25,7 @@ def conversation_create(
     source: str = Conversation.Source.WEB,
     title: str = "",
     system_prompt: str = "",
-    turns: Sequence[tuple[str, str]] = (),
+    turns: Sequence[tuple] = (),
     tools: Sequence[str] | None = None,
 ) -> Conversation:
     """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
@@ -38,7 +38,7 @@ def conversation_create(
         raise errors.too_long(
             "system prompt", len(system_prompt), settings.CHAT_MAX_SYSTEM_PROMPT_CHARS
         )
-    for _, content in turns:
+    for _, content, *_ in turns:
         check_text(content, "messages")
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise errors.too_long("message", len(content), settings.CHAT_MAX_MESSAGE_CHARS)
@@ -53,8 +53,9 @@ def conversation_create(
         )
         if turns:
             messages = Message.objects.bulk_create(
-                Message(conversation=conversation, role=role, content=content)
-                for role, content in turns
+                # A turn may bring more fields: an /v1 client's tool calls or tool results.
+                Message(conversation=conversation, role=role, content=content, **dict(*more))
+                for role, content, *more in turns
             )
             # One clock reading can serve several rows; the history's order must not tie.
             start = messages[0].created_at
