@@ -19,6 +19,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
+from agents import registry
+
 from . import events, llm, selectors
 from .errors import ChatError, json_refusal
 from .models import Conversation
@@ -37,6 +39,7 @@ def _page(
     *,
     refused: ChatError | None = None,
     draft: str = "",
+    tools: list[str] | None = None,
 ) -> HttpResponse:
     """The chat page; ``refused`` (with the ``draft`` the person typed, given back in the
     composer) when a new chat was refused."""
@@ -56,6 +59,8 @@ def _page(
             "offline": not llm.uses_real_model(),
             "offline_model": llm.OFFLINE_MODEL_NAME,
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            # The tools menu: the conversation's tools, or those a new chat starts with.
+            "tools_enabled": conversation.tools if conversation else tools or [],
         },
         status=refused.status if refused else 200,
     )
@@ -64,7 +69,7 @@ def _page(
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """A new chat: the composer, ready; the conversation exists once a message is sent."""
-    return _page(request)
+    return _page(request, tools=registry.default_names())
 
 
 @login_required
@@ -87,10 +92,16 @@ async def conversation_new(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     # A submitted form sends its line breaks as CRLF; a message keeps plain newlines.
     content = request.POST.get("content", "").replace("\r\n", "\n")
+    # The composer's tools menu, when the page had one (else the default tools).
+    tools = request.POST.getlist("tools") if "tools_chosen" in request.POST else None
     try:
-        conversation, _ = await conversations.conversation_start(owner=user, content=content)
+        conversation, _ = await conversations.conversation_start(
+            owner=user, content=content, tools=tools
+        )
     except ChatError as refused:
-        return await database_sync_to_async(_page)(request, refused=refused, draft=content)
+        return await database_sync_to_async(_page)(
+            request, refused=refused, draft=content, tools=tools
+        )
     return redirect("conversation", conversation_id=conversation.id)
 
 

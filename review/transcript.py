@@ -12,8 +12,9 @@ costs ~2 µs a character on prose, up to ~10 µs on hostile input: one reply at 
 can go on from its text.
 """
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
 
@@ -40,6 +41,8 @@ class Shown:
     truncated: bool = False
     rendered: str | None = None
     plain_reason: str = ""
+    # A reply's tool calls, each with its arguments as indented JSON (``args_text``).
+    tool_calls: list[dict] = field(default_factory=list)
 
 
 def page(conversation: Conversation, number) -> Page:
@@ -55,13 +58,21 @@ def page(conversation: Conversation, number) -> Page:
     return current
 
 
+def _calls(message: Message) -> list[dict]:
+    return [
+        {**call, "args_text": json.dumps(call.get("args"), indent=2, ensure_ascii=False)}
+        for call in message.tool_calls or []
+    ]
+
+
 def _shown(message: Message, budget: int) -> Shown:
     if message.status == Message.Status.STREAMING:
-        return Shown(text=message.content, length=len(message.content))
+        return Shown(text=message.content, length=len(message.content), tool_calls=_calls(message))
     shown = Shown(
         text=message.preview,
         length=message.length,
         truncated=message.length > len(message.preview),
+        tool_calls=_calls(message),
     )
     if message.role != Message.Role.ASSISTANT:
         return shown  # people's messages are shown as typed

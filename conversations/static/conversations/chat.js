@@ -230,6 +230,7 @@
       const detail = data.error ? data.error.detail || data.error.code : "";
       error.textContent = detail;
       error.hidden = !detail;
+      chatsite.tools?.render(m); // a reply's tool calls (tools.js)
     }
 
     // Versions: a regenerated reply answers the same user message (same reply_to) as
@@ -353,6 +354,7 @@
       schedule(null);
       setPageTitle(event.conversation.title);
       chatsite.sidebar?.setTitle(conversationId, event.conversation.title);
+      chatsite.tools?.conversationUpdated(event.conversation);
       if (!firstSnapshot) {
         // Sends the server may not have seen go again: a repeated client_id is answered
         // with what it already created, never a second reply.
@@ -418,6 +420,17 @@
       schedule(m);
     }
 
+    // Tool events share the reply's seq with its tokens; tools.js keeps the calls.
+    function applyToolEvent(event) {
+      const m = messages.get(event.message);
+      const action = protocol.tokenAction(m ? m.data : null, event);
+      if (action === "resync") return requestResync();
+      if (action === "ignore") return;
+      m.data.seq = event.seq;
+      chatsite.tools?.apply(m.data, event);
+      schedule(m);
+    }
+
     function applyCreated(event) {
       if (event.client_id) pending.delete(event.client_id);
       const data = event.message;
@@ -455,12 +468,15 @@
       snapshot: applySnapshot,
       history: applyHistory,
       token: applyToken,
+      "tool.started": applyToolEvent,
+      "tool.completed": applyToolEvent,
       "message.created": applyCreated,
       "message.completed": (event) => upsert(event.message),
       "message.failed": (event) => upsert(event.message),
       "message.cancelled": (event) => upsert(event.message),
       "message.interrupted": (event) => upsert(event.message),
       "conversation.updated": (event) => {
+        chatsite.tools?.conversationUpdated(event.conversation);
         setPageTitle(event.conversation.title);
         chatsite.sidebar?.setTitle(conversationId, event.conversation.title);
       },
