@@ -30,10 +30,10 @@ from .run import Run, launch
 RUNNING = "running"
 
 
-def ended_calls(calls: list[dict], status: str, detail: str) -> list[dict]:
+def ended_calls(calls: list[dict], status: str, code: str, detail: str) -> list[dict]:
     """Calls with those still running ended as ``status`` (the reply ended under them)."""
     return [
-        {**call, "status": status, "error": {"code": status, "detail": detail}}
+        {**call, "status": status, "error": {"code": code, "detail": detail}}
         if call.get("status") == RUNNING
         else call
         for call in calls
@@ -144,9 +144,13 @@ class AgentRun(Run):
 
     async def save_final(self, *, status: str, **fields: Any) -> Message | None:
         if status == Message.Status.CANCELLED:
-            calls = ended_calls(self.calls, "cancelled", "Stopped before the tool answered.")
+            calls = ended_calls(
+                self.calls, "cancelled", "cancelled", "Stopped before the tool answered."
+            )
         else:
-            calls = ended_calls(self.calls, "failed", "The reply ended before the tool answered.")
+            calls = ended_calls(
+                self.calls, "failed", "reply_ended", "The reply ended before the tool answered."
+            )
         return await super().save_final(status=status, tool_calls=calls, **fields)
 
 

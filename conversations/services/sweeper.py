@@ -42,7 +42,10 @@ def sweep_stale(replies, alive: list[str], *, stale_only: bool = True) -> list[M
         message.completed_at = now
         # Tool calls it was running when its worker died end with it.
         message.tool_calls = ended_calls(
-            message.tool_calls or [], "interrupted", "The worker running this call stopped."
+            message.tool_calls or [],
+            "interrupted",
+            "interrupted",
+            "The worker running this call stopped.",
         )
         message.save(update_fields=["status", "error", "completed_at", "updated_at", "tool_calls"])
     return stale
