@@ -27,7 +27,7 @@ from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, ModelCallLimitMiddleware
 from langchain.agents.middleware.model_call_limit import ModelCallLimitExceededError
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.tools import BaseTool
 
 from conversations import errors, llm
@@ -145,7 +145,8 @@ async def stream(
             if mode == "custom":
                 if isinstance(payload, CallEvent):
                     yield payload
-            elif isinstance(payload[0], AIMessageChunk):
+            elif isinstance(payload[0], AIMessage) and payload[1].get("langgraph_node") == "model":
+                # Chunks as the model streams; a whole message from a model that does not.
                 yield payload[0]
     except ModelCallLimitExceededError:
         raise llm.ModelStalled(

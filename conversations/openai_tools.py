@@ -24,6 +24,7 @@ from langchain_core.messages import ToolMessage as LcToolMessage
 from . import errors
 from .errors import ChatError
 from .openai_requests import ChatCompletionIn, ChatMessageIn, RequestRefused, _check_sizes, _text
+from .text import check_text
 
 REQUESTED = "requested"
 
@@ -85,7 +86,15 @@ def read(body: ChatCompletionIn) -> ToolRequest:
         )
     asked: set[str] = set()
     for index, message in enumerate(messages):
-        asked |= {call.id for call in message.tool_calls or []}
+        for call in message.tool_calls or []:
+            for value in (call.id, call.function.name, call.function.arguments):
+                try:
+                    check_text(value, f"messages.{index}.tool_calls")
+                except ChatError as refusal:
+                    raise RequestRefused(
+                        refusal.code, refusal.detail, param=f"messages.{index}.tool_calls"
+                    ) from None
+            asked.add(call.id)
         if message.role == "tool" and message.tool_call_id not in asked:
             raise RequestRefused(
                 "invalid_messages",

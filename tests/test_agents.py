@@ -363,8 +363,12 @@ async def test_a_worker_killed_mid_call_leaves_the_reply_interrupted_with_its_ca
         await viewer.send({"type": "message.send", "content": 'call=web__slow{"seconds":30}'})
         reply_id = await viewer.reply_started()
         await viewer.until(lambda e: e["type"] == "tool.started")
-        await asyncio.sleep(0.6)  # a flush saves the running call
         await viewer.close()
+        for _ in range(100):  # a flush saves the running call
+            if (await saved(reply_id)).tool_calls:
+                break
+            await asyncio.sleep(0.1)
+        assert [c["status"] for c in (await saved(reply_id)).tool_calls] == ["running"]
     finally:
         doomed.kill()
     await asyncio.sleep(3.5)  # past the lease

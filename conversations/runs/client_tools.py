@@ -10,6 +10,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import Runnable
 
 from ..models import Message
+from ..text import sanitize
 from .run import Run, launch
 
 
@@ -32,15 +33,15 @@ class _Gathering:
             return []
         found = []
         for index, piece in enumerate(self.gathered.tool_call_chunks):
-            raw = piece.get("args") or ""
+            raw = sanitize(piece.get("args") or "")  # model output: made storable
             try:
                 args = json.loads(raw or "{}")
             except ValueError:
                 args = {}
             found.append(
                 {
-                    "id": piece.get("id") or f"call_{index}",
-                    "name": piece.get("name") or "",
+                    "id": sanitize(piece.get("id") or f"call_{index}"),
+                    "name": sanitize(piece.get("name") or ""),
                     "args": args if isinstance(args, dict) else {},
                     "arguments": raw,
                     "status": "requested",
