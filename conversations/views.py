@@ -44,6 +44,10 @@ def _page(
     """The chat page; ``refused`` (with the ``draft`` the person typed, given back in the
     composer) when a new chat was refused."""
     query = request.GET.get("q", "").strip()
+    if conversation is not None:
+        tools = conversation.tools
+    elif tools is None:  # a new chat starts with the default tools
+        tools = registry.default_names()
     return render(
         request,
         "conversations/chat.html",
@@ -60,7 +64,7 @@ def _page(
             "offline_model": llm.OFFLINE_MODEL_NAME,
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             # The tools menu: the conversation's tools, or those a new chat starts with.
-            "tools_enabled": conversation.tools if conversation else tools or [],
+            "tools_enabled": tools,
         },
         status=refused.status if refused else 200,
     )
@@ -69,7 +73,7 @@ def _page(
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """A new chat: the composer, ready; the conversation exists once a message is sent."""
-    return _page(request, tools=registry.default_names())
+    return _page(request)
 
 
 @login_required
