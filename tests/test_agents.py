@@ -96,6 +96,17 @@ async def viewer_of(server, user, conversation) -> WsViewer:
     return await WsViewer(server, await session_cookie(user), conversation.id).open()
 
 
+async def exchange(server, user, conversation, content: str, timeout: float = 20):
+    """Send a message over WebSocket and read its reply to the end: (viewer, reply id,
+    final event)."""
+    viewer = await viewer_of(server, user, conversation)
+    await viewer.send({"type": "message.send", "content": content})
+    reply_id = await viewer.reply_started()
+    final = await viewer.until_final(reply_id, timeout=timeout)
+    await viewer.close()
+    return viewer, reply_id, final
+
+
 async def saved(message_id) -> Message:
     return await Message.objects.aget(pk=message_id)
 
@@ -117,13 +128,9 @@ def numbered(viewer: WsViewer, reply_id: str) -> list[dict]:
 
 async def test_one_tool_call_streams_between_the_text_and_is_saved_with_the_reply(server, user):
     conversation = await sync_to_async(with_tools)(user, "calculator")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send(
-        {"type": "message.send", "content": 'tokens=3 call=calculator{"expression":"6*7"}'}
+    viewer, reply_id, final = await exchange(
+        server, user, conversation, 'tokens=3 call=calculator{"expression":"6*7"}'
     )
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id)
-    await viewer.close()
 
     events = numbered(viewer, reply_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -146,16 +153,12 @@ async def test_one_tool_call_streams_between_the_text_and_is_saved_with_the_repl
 
 async def test_two_tool_calls_in_one_turn_each_start_and_complete(server, user, web):
     conversation = await sync_to_async(with_tools)(user, "calculator", "web__echo")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send(
-        {
-            "type": "message.send",
-            "content": 'call=calculator{"expression":"2**10"} call=web__echo{"text":"hi"}',
-        }
+    viewer, reply_id, final = await exchange(
+        server,
+        user,
+        conversation,
+        'call=calculator{"expression":"2**10"} call=web__echo{"text":"hi"}',
     )
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id)
-    await viewer.close()
 
     calls = tool_events(viewer)
     assert sorted(e["type"] for e in calls) == ["tool.completed"] * 2 + ["tool.started"] * 2
@@ -210,11 +213,9 @@ async def test_stop_during_a_tool_call_cancels_it_and_keeps_what_was_saved(serve
 
 async def test_a_failing_tool_fails_its_call_only_and_the_reply_goes_on(server, user, web):
     conversation = await sync_to_async(with_tools)(user, "web__fail")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send({"type": "message.send", "content": 'call=web__fail{"reason":"no disk"}'})
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id)
-    await viewer.close()
+    _viewer, _reply_id, final = await exchange(
+        server, user, conversation, 'call=web__fail{"reason":"no disk"}'
+    )
 
     assert final["type"] == "message.completed"
     call = final["message"]["tool_calls"][0]
@@ -225,13 +226,13 @@ async def test_a_failing_tool_fails_its_call_only_and_the_reply_goes_on(server, 
 
 async def test_a_call_past_the_time_limit_fails_with_tool_timeout(server, user, web):
     conversation = await sync_to_async(with_tools)(user, "web__slow")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send(
-        {"type": "message.send", "content": f'call=web__slow{{"seconds":{TOOL_TIMEOUT_S * 5}}}'}
+    _viewer, _reply_id, final = await exchange(
+        server,
+        user,
+        conversation,
+        f'call=web__slow{{"seconds":{TOOL_TIMEOUT_S * 5}}}',
+        timeout=TOOL_TIMEOUT_S * 4,
     )
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id, timeout=TOOL_TIMEOUT_S * 4)
-    await viewer.close()
 
     assert final["type"] == "message.completed"
     call = final["message"]["tool_calls"][0]
@@ -241,13 +242,9 @@ async def test_a_call_past_the_time_limit_fails_with_tool_timeout(server, user, 
 
 async def test_the_step_limit_ends_the_reply_failed_with_the_text_so_far(server, user):
     conversation = await sync_to_async(with_tools)(user, "calculator")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send(
-        {"type": "message.send", "content": 'tokens=2 loop=1 call=calculator{"expression":"1+1"}'}
+    _viewer, reply_id, final = await exchange(
+        server, user, conversation, 'tokens=2 loop=1 call=calculator{"expression":"1+1"}'
     )
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id)
-    await viewer.close()
 
     assert final["type"] == "message.failed"
     assert final["message"]["error"]["code"] == "agent_step_limit"
@@ -258,11 +255,9 @@ async def test_the_step_limit_ends_the_reply_failed_with_the_text_so_far(server,
 
 async def test_a_long_output_is_cut_with_a_visible_marker(server, user, web):
     conversation = await sync_to_async(with_tools)(user, "web__big")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send({"type": "message.send", "content": 'call=web__big{"chars":50000}'})
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id)
-    await viewer.close()
+    _viewer, _reply_id, final = await exchange(
+        server, user, conversation, 'call=web__big{"chars":50000}'
+    )
 
     output = final["message"]["tool_calls"][0]["output"]
     assert output.startswith("0123456789")
@@ -278,11 +273,9 @@ async def test_an_mcp_server_over_stdio_answers_its_calls(server, user):
         "local", transport="stdio", command=sys.executable, args=["-m", "tests.fakes.mcp_server"]
     )
     conversation = await sync_to_async(with_tools)(user, "local__echo")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send({"type": "message.send", "content": 'call=local__echo{"text":"stdio"}'})
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id, timeout=30)
-    await viewer.close()
+    _viewer, _reply_id, final = await exchange(
+        server, user, conversation, 'call=local__echo{"text":"stdio"}', timeout=30
+    )
     call = final["message"]["tool_calls"][0]
     assert (call["status"], call["output"]) == ("completed", "echo: stdio"), call
 
@@ -299,16 +292,13 @@ async def test_an_mcp_server_that_is_down_fails_only_its_own_calls(server, user,
     assert listed.tools  # the last listing is kept: its tools are still offered
 
     conversation = await sync_to_async(with_tools)(user, "gone__echo", "web__echo")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send(
-        {
-            "type": "message.send",
-            "content": 'call=gone__echo{"text":"a"} call=web__echo{"text":"b"}',
-        }
+    _viewer, _reply_id, final = await exchange(
+        server,
+        user,
+        conversation,
+        'call=gone__echo{"text":"a"} call=web__echo{"text":"b"}',
+        timeout=30,
     )
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id, timeout=30)
-    await viewer.close()
 
     assert final["type"] == "message.completed"
     gone, web_call = final["message"]["tool_calls"]
@@ -388,9 +378,5 @@ async def test_a_worker_killed_mid_call_leaves_the_reply_interrupted_with_its_ca
 
 async def test_hostile_tool_output_is_kept_as_text(server, user, web):
     conversation = await sync_to_async(with_tools)(user, "web__hostile")
-    viewer = await viewer_of(server, user, conversation)
-    await viewer.send({"type": "message.send", "content": "call=web__hostile"})
-    reply_id = await viewer.reply_started()
-    final = await viewer.until_final(reply_id)
-    await viewer.close()
+    _viewer, _reply_id, final = await exchange(server, user, conversation, "call=web__hostile")
     assert final["message"]["tool_calls"][0]["output"] == HOSTILE  # as sent; shown as text

@@ -30,6 +30,18 @@ def stub_worker(django_db_setup, django_db_blocker, stub_server):
     worker.stop()
 
 
+def ask(context, worker, user, tool: str, content: str):  # noqa: F811
+    """A conversation with one tool, open on ``worker``'s chat page, and a message sent."""
+    conversation = conversation_create(owner=user, tools=[tool])
+    logged_in(context, user)
+    page = context.new_page()
+    page.goto(f"{worker.url}/c/{conversation.id}/")
+    expect(page.locator("#messages")).to_have_attribute("data-connection", "live")
+    page.locator("textarea[name=content]").fill(content)
+    page.locator("textarea[name=content]").press("Enter")
+    return page
+
+
 def test_enable_the_calculator_watch_the_call_and_read_the_answer(context, user):  # noqa: F811
     logged_in(context, user)
     page = context.new_page()
@@ -81,13 +93,7 @@ def test_enable_the_calculator_watch_the_call_and_read_the_answer(context, user)
 
 
 def test_a_reload_mid_call_shows_it_running_then_completed(web, context, stub_worker, user):  # noqa: F811
-    conversation = conversation_create(owner=user, tools=["web__slow"])
-    logged_in(context, user)
-    page = context.new_page()
-    page.goto(f"{stub_worker.url}/c/{conversation.id}/")
-    expect(page.locator("#messages")).to_have_attribute("data-connection", "live")
-    page.locator("textarea[name=content]").fill('call=web__slow{"seconds":4}')
-    page.locator("textarea[name=content]").press("Enter")
+    page = ask(context, stub_worker, user, "web__slow", 'call=web__slow{"seconds":4}')
     call = page.locator("[data-role=assistant] .tool-call[data-tool-name=web__slow]")
     expect(call).to_have_attribute("data-tool-status", "running")
 
@@ -104,13 +110,7 @@ def test_a_reload_mid_call_shows_it_running_then_completed(web, context, stub_wo
 
 
 def test_hostile_tool_output_is_shown_as_text(web, context, stub_worker, user):  # noqa: F811
-    conversation = conversation_create(owner=user, tools=["web__hostile"])
-    logged_in(context, user)
-    page = context.new_page()
-    page.goto(f"{stub_worker.url}/c/{conversation.id}/")
-    expect(page.locator("#messages")).to_have_attribute("data-connection", "live")
-    page.locator("textarea[name=content]").fill("call=web__hostile")
-    page.locator("textarea[name=content]").press("Enter")
+    page = ask(context, stub_worker, user, "web__hostile", "call=web__hostile")
     call = page.locator("[data-role=assistant] .tool-call")
     expect(call).to_have_attribute("data-tool-status", "completed", timeout=20_000)
     call.locator("summary").click()
