@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "conversations",
     "review",
     "webhooks",
+    "agents",
 ]
 
 MIDDLEWARE = [
@@ -242,6 +243,20 @@ CHAT_VIEWER_STALL_S = env_float("CHAT_VIEWER_STALL_S", 2.0)
 # Replies one user may have streaming at once, over every surface (0: no limit); one
 # more is refused with 429 before anything is saved.
 CHAT_MAX_STREAMING_PER_USER = env_int("CHAT_MAX_STREAMING_PER_USER", 4)
+
+# --- Agents: tools the model may call ---------------------------------------------------
+# agents/ (README, "Tools"). A conversation with no tools takes the plain path.
+
+# The tools a new conversation starts with (comma-separated names; empty: none).
+CHAT_DEFAULT_TOOLS = env_list("CHAT_DEFAULT_TOOLS")
+# Model turns one reply may take; one more ends it failed with agent_step_limit.
+CHAT_AGENT_MAX_STEPS = env_int("CHAT_AGENT_MAX_STEPS", 8)
+# One tool call longer than this fails with tool_timeout; the agent goes on.
+CHAT_TOOL_TIMEOUT_S = env_float("CHAT_TOOL_TIMEOUT_S", 30)
+# A tool's output longer than this is cut, with a visible marker.
+CHAT_TOOL_OUTPUT_MAX_CHARS = env_int("CHAT_TOOL_OUTPUT_MAX_CHARS", 20_000)
+# How long listing an MCP server's tools may take (the admin, GET /api/tools).
+CHAT_MCP_LIST_TIMEOUT_S = env_float("CHAT_MCP_LIST_TIMEOUT_S", 10)
 
 # --- Limits of what a request may bring ------------------------------------------------
 # The same on every surface (README, "Limits and refusals").

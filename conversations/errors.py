@@ -33,6 +33,12 @@ MODEL_NOT_FOUND = "model_not_found"
 INVALID_MESSAGES = "invalid_messages"
 NOT_EDITABLE = "not_editable"
 INVALID_IMPORT = "invalid_import"
+# Agents (agents/): a tool name nobody offers; and, in a reply's or a call's own
+# ``error`` rather than as refusals, the step limit and a call's time limit.
+UNKNOWN_TOOL = "unknown_tool"
+AGENT_STEP_LIMIT = "agent_step_limit"
+TOOL_TIMEOUT = "tool_timeout"
+TOOL_FAILED = "tool_failed"
 
 _STATUS = {
     NOT_FOUND: 404,
@@ -63,6 +69,10 @@ _WORDING = {
     READ_ONLY: "Staff watch conversations; they never write in them.",
     INVALID_MESSAGES: "The last message must be the user's.",
     NOT_EDITABLE: "Only your own messages can be edited.",
+    AGENT_STEP_LIMIT: (
+        "The model kept calling tools past the number of steps a reply may take; "
+        "the text so far is kept."
+    ),
 }
 
 
@@ -182,3 +192,15 @@ def unknown_model(name, valid: list[str]) -> ChatError:
 
 def invalid_import(reason: str) -> ChatError:
     return ChatError(INVALID_IMPORT, f"Not a conversation exported by chatsite: {reason}")
+def unknown_tool(name) -> ChatError:
+    return ChatError(UNKNOWN_TOOL, f"There is no tool named {str(name)[:100]!r}.")
+
+
+def tool_timeout(seconds: float) -> dict:
+    """A tool call's ``error`` when it ran past CHAT_TOOL_TIMEOUT_S."""
+    return {"code": TOOL_TIMEOUT, "detail": f"The tool did not answer within {seconds:g} s."}
+
+
+def tool_failed(detail: str) -> dict:
+    """A tool call's ``error`` when the tool raised or said it failed."""
+    return {"code": TOOL_FAILED, "detail": detail}

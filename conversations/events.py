@@ -23,6 +23,10 @@ MESSAGE_INTERRUPTED = "message.interrupted"
 CONVERSATION_UPDATED = "conversation.updated"
 BRANCH_SWITCHED = "branch.switched"
 ERROR = "error"
+# A reply's tool calls, numbered in the same sequence as its tokens (runs/agent.py).
+TOOL_STARTED = "tool.started"
+TOOL_COMPLETED = "tool.completed"
+NUMBERED_TYPES = frozenset({TOKEN, TOOL_STARTED, TOOL_COMPLETED})
 
 # Client → server.
 MESSAGE_SEND = "message.send"
@@ -78,7 +82,10 @@ def message_out(message: Message) -> Event:
             time_to_first_token_ms=message.time_to_first_token_ms,
             duration_ms=message.duration_ms,
             completed_at=_iso(message.completed_at),
+            tool_calls=message.tool_calls or [],
         )
+    elif message.role == Message.Role.TOOL:
+        out["tool_call_id"] = message.tool_call_id
     return out
 
 
@@ -98,6 +105,7 @@ def conversation_out(conversation: Conversation) -> Event:
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "source": conversation.source,
+        "tools": conversation.tools or [],
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
     }
@@ -158,6 +166,29 @@ def token(conversation_id: str, message_id: str, seq: int, content: str) -> Even
         "message": message_id,
         "seq": seq,
         "content": content,
+    }
+
+
+def tool_started(conversation_id: str, message_id: str, seq: int, call: dict) -> Event:
+    """A tool call began: ``call`` is ``{id, name, args}``."""
+    return {
+        "type": TOOL_STARTED,
+        "conversation": conversation_id,
+        "message": message_id,
+        "seq": seq,
+        "call": {"id": call["id"], "name": call["name"], "args": call["args"]},
+    }
+
+
+def tool_completed(conversation_id: str, message_id: str, seq: int, call: dict) -> Event:
+    """A tool call ended: ``call`` is the whole call as saved (``status`` completed or
+    failed, ``output``, ``error``)."""
+    return {
+        "type": TOOL_COMPLETED,
+        "conversation": conversation_id,
+        "message": message_id,
+        "seq": seq,
+        "call": call,
     }
 
 

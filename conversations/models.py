@@ -23,6 +23,9 @@ class Conversation(models.Model):
     # The model's temperature for this conversation's replies (None: the server's own).
     temperature = models.FloatField(null=True, blank=True)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
+    # The names of the tools the model may call in this conversation (agents/registry.py);
+    # empty: replies take the plain path, with no agent.
+    tools = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Last activity: bumped when a message is added, so the history sorts by it.
     updated_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -99,6 +102,11 @@ class Message(models.Model):
     # The worker that runs (or ran) the reply (settings.CHAT_WORKER_ID).
     worker = models.CharField(max_length=200, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # A reply's tool calls in order, each {id, name, args, status, output, error,
+    # duration_ms}, saved with its text at every flush (runs/agent.py).
+    tool_calls = models.JSONField(default=list, blank=True)
+    # A ``tool`` message (an OpenAI client's tool result): the call it answers.
+    tool_call_id = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["created_at"]

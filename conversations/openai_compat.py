@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 
 from django.http import HttpRequest
 
-from . import errors, events, llm, selectors, sse
+from . import errors, events, llm, openai_tools, selectors, sse
 from .api.auth import ApiAuth
 from .api.errors import JsonAPI, field_path
 from .live import streams, subscription
@@ -38,7 +38,7 @@ from .openai_requests import (
     refuse_unsupported,
     split,
 )
-from .services import conversations, replies
+from .services import conversations, replies, tool_exchanges
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,9 @@ class Completion:
         self.model = reply.model or llm.model_name()
         self.max_tokens = max_tokens
 
-    def finish_reason(self, usage: dict | None) -> str:
+    def finish_reason(self, usage: dict | None, tool_calls: list | None = None) -> str:
+        if openai_tools.requested(tool_calls):
+            return "tool_calls"
         completion_tokens = (usage or {}).get("completion_tokens") or 0
         cut = self.max_tokens is not None and completion_tokens >= self.max_tokens
         return "length" if cut else "stop"
@@ -142,14 +144,21 @@ class Completion:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.content, "refusal": None},
+                    "message": self.message(reply),
                     "logprobs": None,
-                    "finish_reason": self.finish_reason(reply.usage),
+                    "finish_reason": self.finish_reason(reply.usage, reply.tool_calls),
                 }
             ],
             "usage": usage_object(reply.usage),
             "system_fingerprint": None,
         }
+
+    def message(self, reply: Message) -> dict:
+        message = {"role": "assistant", "content": reply.content, "refusal": None}
+        if calls := openai_tools.requested(reply.tool_calls):
+            message["tool_calls"] = openai_tools.tool_calls_out(calls)
+            message["content"] = reply.content or None
+        return message
 
     def chunk(self, delta: dict, *, finish_reason: str | None = None, usage=False) -> dict:
         """A ``chat.completion.chunk``; ``usage`` False leaves the field out (the client
@@ -212,15 +221,29 @@ async def retrieve_model(request, model: str):
 async def chat_completions(request, body: ChatCompletionIn):
     refuse_unsupported(body)
     model = _model(body.model)
-    system, turns, content = split(body.messages)
     max_tokens = completion_limit(body)
     options = {"max_tokens": max_tokens, "temperature": body.temperature}
-    if conversation_id := request.headers.get("X-Conversation-Id"):
+    conversation_id = request.headers.get("X-Conversation-Id")
+    if openai_tools.uses_tools(body):  # the client's own tools: openai_tools.py
+        found = openai_tools.read(body)
+        continued = None
+        if conversation_id:
+            continued = await selectors.aowned_conversation(request.auth, conversation_id)
+        conversation, exchange = await tool_exchanges.tool_exchange_start(
+            owner=request.auth,
+            request=found,
+            conversation=continued,
+            options=options,
+            model=model,
+        )
+    elif conversation_id:
+        system, turns, content = split(body.messages)
         conversation = await selectors.aowned_conversation(request.auth, conversation_id)
         exchange = await replies.reply_start(
             conversation=conversation, content=content, options=options, watch=True, model=model
         )
     else:
+        system, turns, content = split(body.messages)
         conversation, exchange = await conversations.conversation_start(
             owner=request.auth,
             source=Conversation.Source.API,
@@ -292,7 +315,10 @@ async def _stream(
                 if final["status"] != Message.Status.COMPLETED:
                     yield _data(failure(final["status"], final["error"])[1])
                     return
-                reason = completion.finish_reason(final["usage"])
+                if calls := openai_tools.requested(final.get("tool_calls")):
+                    deltas = openai_tools.tool_call_deltas(calls)
+                    yield _data(completion.chunk({"tool_calls": deltas}, usage=usage))
+                reason = completion.finish_reason(final["usage"], final.get("tool_calls"))
                 yield _data(completion.chunk({}, finish_reason=reason, usage=usage))
                 if include_usage:
                     yield _data(completion.usage_chunk(final["usage"]))

@@ -26,7 +26,7 @@ class RequestRefused(ChatError):
 
 
 # Parameters outside these models are kept (``extra="allow"``) only to be refused by name
-# when used (any value but null): tools, functions, logprobs… (see refuse_unsupported).
+# when used (any value but null): functions, logprobs… (see refuse_unsupported).
 
 
 class _Strict(BaseModel):
@@ -38,11 +38,40 @@ class ContentPart(_Strict):
     text: str | None = None
 
 
+class FunctionCallIn(_Strict):
+    name: str = Field(..., min_length=1, max_length=64)
+    arguments: str = Field("", max_length=settings.CHAT_MAX_MESSAGE_CHARS)
+
+
+class ToolCallIn(_Strict):
+    """A tool call of an assistant message the client sends back (openai_tools.py)."""
+
+    id: str = Field(..., min_length=1, max_length=100)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     refusal: str | None = None  # an assistant message sent back as it was received
+    tool_calls: list[ToolCallIn] | None = None  # assistant messages
+    tool_call_id: str | None = Field(None, max_length=100)  # tool messages
+
+
+class FunctionIn(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None
+
+
+class ToolIn(_Strict):
+    """A tool the client offers the model; the client runs it (openai_tools.py)."""
+
+    type: Literal["function"]
+    function: FunctionIn
 
 
 class StreamOptions(_Strict):
@@ -68,6 +97,10 @@ class ChatCompletionIn(_Strict):
     n: int = Field(1, ge=1)
     logprobs: bool | None = None
     response_format: ResponseFormat | None = None
+    # The client's own tools (openai_tools.py): passed to the model, never run here.
+    tools: list[ToolIn] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict | None = None
+    parallel_tool_calls: bool | None = None
     # Accepted and not applied: they change neither what an answer is nor its shape.
     user: str | None = None
     metadata: dict[str, str] | None = None
@@ -102,8 +135,6 @@ def refuse_unsupported(body: ChatCompletionIn) -> None:
                 f"messages.{index}.{used[0]}",
                 f"`{used[0]}` in messages is not supported by this server (text only).",
             )
-        if message.role == "tool":
-            raise _unsupported(f"messages.{index}.role", "Tool messages are not supported.")
         if isinstance(message.content, list):
             for part_index, part in enumerate(message.content):
                 if part.type != "text":

@@ -88,6 +88,8 @@ def _as_published(messages: list[Message]) -> None:
     for message in messages:
         if message.status == Message.Status.STREAMING and (run := registry.local_run(message.id)):
             message.content, message.seq = run.text(), run.seq
+            for name, value in run.saved_fields().items():  # an agent's tool calls
+                setattr(message, name, value)
 
 
 async def snapshot(conversation_id, *, page: bool = True) -> events.Event | None:

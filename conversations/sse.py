@@ -44,7 +44,7 @@ def frame(data: str, *, event: str | None = None, id: str | None = None) -> str:
 def event_id(event: events.Event) -> str | None:
     """The ``id:`` of an event a client can resume after, else None."""
     kind = event["type"]
-    if kind == events.TOKEN:
+    if kind in events.NUMBERED_TYPES:  # tokens and tool events
         return f"{event['message']}:{event['seq']}"
     if kind == events.MESSAGE_CREATED and event["message"]["status"] == "streaming":
         return f"{event['message']['id']}:{event['message']['seq']}"

@@ -20,6 +20,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from agents import registry
+
 from . import events, llm, selectors
 from .errors import ChatError, json_refusal
 from .llm import catalog
@@ -40,12 +42,17 @@ def _page(
     refused: ChatError | None = None,
     draft: str = "",
     missing: bool = False,
+    tools: list[str] | None = None,
 ) -> HttpResponse:
     """The chat page; ``refused`` (with the ``draft`` the person typed, given back in the
     composer) when a new chat was refused."""
     query = request.GET.get("q", "").strip()
     # The model the next reply will use; each reply shows its own.
     model = catalog.for_reply(conversation.model if conversation else None)
+    if conversation is not None:
+        tools = conversation.tools
+    elif tools is None:  # a new chat starts with the default tools
+        tools = registry.default_names()
     return render(
         request,
         "conversations/chat.html",
@@ -66,6 +73,8 @@ def _page(
             "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "max_system_prompt_chars": settings.CHAT_MAX_SYSTEM_PROMPT_CHARS,
             "default_system_prompt": settings.CHAT_SYSTEM_PROMPT,
+            # The tools menu: the conversation's tools, or those a new chat starts with.
+            "tools_enabled": tools,
         },
         status=404 if missing else refused.status if refused else 200,
     )
@@ -98,13 +107,17 @@ async def conversation_new(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     # A submitted form sends its line breaks as CRLF; a message keeps plain newlines.
     content = request.POST.get("content", "").replace("\r\n", "\n")
+    # The composer's tools menu, when the page had one (else the default tools).
+    tools = request.POST.getlist("tools") if "tools_chosen" in request.POST else None
     try:
         started = await database_sync_to_async(_new_chat_settings)(user, request.POST)
         conversation, _ = await conversations.conversation_start(
-            owner=user, content=content, **started
+            owner=user, content=content, tools=tools, **started
         )
     except ChatError as refused:
-        return await database_sync_to_async(_page)(request, refused=refused, draft=content)
+        return await database_sync_to_async(_page)(
+            request, refused=refused, draft=content, tools=tools
+        )
     return redirect("conversation", conversation_id=conversation.id)
 
 

@@ -1,9 +1,10 @@
-"""A median the ORM can group by, on PostgreSQL and SQLite alike."""
+"""A median the ORM can group by, and the length of a JSON array, on PostgreSQL and
+SQLite alike."""
 
 import statistics
 
 from django.db.backends.signals import connection_created
-from django.db.models import Aggregate, FloatField
+from django.db.models import Aggregate, FloatField, Func, IntegerField
 
 
 class Median(Aggregate):
@@ -49,3 +50,13 @@ def _register(sender, connection, **kwargs) -> None:
 
 def register_sqlite_median() -> None:
     connection_created.connect(_register, dispatch_uid="review.sqlite_median")
+
+
+class JsonArrayLength(Func):
+    """The number of items of a JSON array column (a reply's tool calls)."""
+
+    function = "jsonb_array_length"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return super().as_sql(compiler, connection, function="json_array_length", **extra_context)

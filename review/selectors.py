@@ -15,6 +15,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Sum,
+    TextField,
 )
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, Length, Substr, TruncDate
@@ -22,7 +23,7 @@ from django.db.models.functions import Cast, Coalesce, Length, Substr, TruncDate
 from conversations.models import Conversation, Message
 from conversations.selectors import conversations_for
 
-from .aggregates import Median
+from .aggregates import JsonArrayLength, Median
 from .models import Feedback
 
 READ_PERMISSION = "conversations.view_conversation"
@@ -89,6 +90,19 @@ def with_failed_replies() -> Q:
     """Conversations with a failed or interrupted reply."""
     failed = Message.objects.filter(status__in=FAILED_STATUSES)
     return Q(pk__in=failed.values("conversation_id"))
+
+
+def with_tool_calls(*, failed: bool = False) -> Q:
+    """Conversations with a reply that called tools (one of whose calls failed, or timed
+    out, when ``failed``)."""
+    called = Message.objects.filter(role=Message.Role.ASSISTANT).exclude(tool_calls=[])
+    if failed:
+        # The saved JSON's text, on PostgreSQL (jsonb) and SQLite alike: a string value
+        # inside an output is escaped (\"status\"), so only a call's own status matches.
+        called = called.annotate(calls_text=Cast("tool_calls", TextField())).filter(
+            calls_text__contains='"status": "failed"'
+        )
+    return Q(pk__in=called.values("conversation_id"))
 
 
 def with_rating(rating: int | None = None) -> Q:
@@ -162,6 +176,7 @@ def _usage_figures() -> dict[str, Any]:
         "interrupted": Count("pk", filter=Q(status=Message.Status.INTERRUPTED)),
         "cancelled": Count("pk", filter=Q(status=Message.Status.CANCELLED)),
         "median_ttft_ms": Median("time_to_first_token_ms"),
+        "tool_calls": Coalesce(Sum(JsonArrayLength("tool_calls")), 0),
     }
 
 

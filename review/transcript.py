@@ -13,8 +13,9 @@ can go on from its text. Every branch is shown, in the order written, each messa
 marked with its version and whether it is on the branch people see.
 """
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
 
@@ -42,6 +43,8 @@ class Shown:
     truncated: bool = False
     rendered: str | None = None
     plain_reason: str = ""
+    # A reply's tool calls, each with its arguments as indented JSON (``args_text``).
+    tool_calls: list[dict] = field(default_factory=list)
 
 
 def page(conversation: Conversation, number) -> Page:
@@ -61,13 +64,21 @@ def page(conversation: Conversation, number) -> Page:
     return current
 
 
+def _calls(message: Message) -> list[dict]:
+    return [
+        {**call, "args_text": json.dumps(call.get("args"), indent=2, ensure_ascii=False)}
+        for call in message.tool_calls or []
+    ]
+
+
 def _shown(message: Message, budget: int) -> Shown:
     if message.status == Message.Status.STREAMING:
-        return Shown(text=message.content, length=len(message.content))
+        return Shown(text=message.content, length=len(message.content), tool_calls=_calls(message))
     shown = Shown(
         text=message.preview,
         length=message.length,
         truncated=message.length > len(message.preview),
+        tool_calls=_calls(message),
     )
     if message.role != Message.Role.ASSISTANT:
         return shown  # people's messages are shown as typed

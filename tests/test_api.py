@@ -69,7 +69,11 @@ def test_a_conversation_reads_with_its_messages_in_the_protocols_shape(api):
 def test_the_message_schema_describes_every_field_of_the_protocol(user, conversation):
     reply = Message.objects.create(conversation=conversation, role="assistant")
     selectors.annotate_siblings(conversation.id, [reply])  # as every read of a branch does
-    assert set(MessageOut.model_fields) == set(events.message_out(reply))
+    # A tool message (an OpenAI client's tool result, /v1) adds its tool_call_id.
+    result = Message.objects.create(conversation=conversation, role="tool", tool_call_id="c1")
+    selectors.annotate_siblings(conversation.id, [result])
+    described = set(events.message_out(reply)) | set(events.message_out(result))
+    assert set(MessageOut.model_fields) == described
 
 
 def test_invalid_requests_are_400_json_and_save_nothing(api, conversation):

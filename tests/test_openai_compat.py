@@ -186,13 +186,8 @@ def _refused(call, param: str | None, code: str | None, status=openai.BadRequest
     return body
 
 
-TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+# Tools are supported (tests/test_openai_tools.py); the legacy function calling is not.
 UNSUPPORTED = [
-    ({"tools": [TOOL]}, "tools"),
-    ({"tools": []}, "tools"),
-    ({"tool_choice": "auto"}, "tool_choice"),
-    ({"tool_choice": "none"}, "tool_choice"),
-    ({"parallel_tool_calls": False}, "parallel_tool_calls"),
     ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
     ({"function_call": "auto"}, "function_call"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
@@ -221,18 +216,8 @@ def test_unsupported_parameters_are_refused_by_name_and_save_nothing(client, par
     assert Conversation.objects.count() == 0
 
 
-def test_assistant_tool_calls_and_tool_messages_are_refused(client):
-    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    for messages, param in (
-        (
-            [
-                {"role": "user", "content": "hi"},
-                {"role": "assistant", "content": None, "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "42"},
-                {"role": "user", "content": "and?"},
-            ],
-            "messages.1.tool_calls",
-        ),
+def test_legacy_function_calls_and_tool_results_answering_no_call_are_refused(client):
+    for messages, param, code in (
         (
             [
                 {
@@ -243,6 +228,7 @@ def test_assistant_tool_calls_and_tool_messages_are_refused(client):
                 {"role": "user", "content": "and?"},
             ],
             "messages.0.function_call",
+            "unsupported_parameter",
         ),
         (
             [
@@ -250,12 +236,13 @@ def test_assistant_tool_calls_and_tool_messages_are_refused(client):
                 {"role": "user", "content": "and?"},
             ],
             "messages.0.tool_call_id",
+            "invalid_messages",
         ),
     ):
         _refused(
             lambda m=messages: client.chat.completions.create(model=MODEL, messages=m),
             param,
-            "unsupported_parameter",
+            code,
         )
     assert Conversation.objects.count() == 0
 

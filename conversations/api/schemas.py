@@ -21,6 +21,7 @@ class ConversationOut(Schema):
     system_prompt: str = Field(description="empty: the server's default")
     temperature: float | None = None
     source: str
+    tools: list[str] = Field([], description="the tools its model may call (GET /api/tools)")
     created_at: IsoTime | None
     updated_at: IsoTime | None
 
@@ -33,6 +34,25 @@ class ErrorOut(Schema):
 class UsageOut(Schema):
     prompt_tokens: int
     completion_tokens: int
+
+
+class ToolCallOut(Schema):
+    id: str
+    name: str
+    args: dict
+    status: str = Field(
+        description="running, completed or failed; cancelled or interrupted when the reply "
+        "ended under it; requested for an OpenAI client's own tools (/v1)"
+    )
+    output: str | None = None
+    error: ErrorOut | None = None
+    duration_ms: int | None = None
+
+
+class ToolOut(Schema):
+    name: str
+    description: str
+    source: str = Field(description="builtin, or mcp:<server>")
 
 
 class MessageOut(Schema):
@@ -60,6 +80,9 @@ class MessageOut(Schema):
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
     completed_at: IsoTime | None = None
+    tool_calls: list[ToolCallOut] | None = Field(None, description="a reply's tool calls, in order")
+    # Tool messages only (an OpenAI client's tool results, /v1):
+    tool_call_id: str | None = None
 
 
 class ConversationDetail(ConversationOut):
@@ -81,6 +104,9 @@ class ConversationIn(Schema):
     preset: int | None = Field(
         None, description="a preset's id: its model, system prompt and temperature"
     )
+    tools: list[str] | None = Field(
+        None, description="tool names (GET /api/tools); absent: the server's default tools"
+    )
 
 
 class ConversationPatch(Schema):
@@ -90,6 +116,7 @@ class ConversationPatch(Schema):
     model: str | None = Field(None, description="the model of the next replies")
     system_prompt: str | None = Field(None, description="applies from the next reply")
     temperature: float | None = Field(None, ge=0, le=2)
+    tools: list[str] | None = Field(None, description="tool names: replaces the list")
 
 
 class ModelOut(Schema):

@@ -13,6 +13,8 @@ from typing import Annotated
 from channels.db import database_sync_to_async
 from ninja import Query, Status
 
+from agents import registry
+
 from .. import errors, events, selectors, sse
 from ..errors import ChatError
 from ..live import streams, subscription
@@ -36,6 +38,7 @@ from .schemas import (
     MessageOut,
     SendIn,
     StopIn,
+    ToolOut,
 )
 
 # How long a stop waits for the run to save the reply before it answers.
@@ -113,7 +116,8 @@ async def list_conversations(
 )
 async def create_conversation(request, body: ConversationIn):
     """A `preset` gives the model, system prompt and temperature; fields given beside
-    it win. An unknown `model` is 400 `model_not_found`, naming the models."""
+    it win. An unknown `model` is 400 `model_not_found`, naming the models; `tools`
+    (absent: the server's default tools) an unknown one `400 unknown_tool`."""
     conversation = await database_sync_to_async(_create)(request.auth, body)
     return Status(201, events.conversation_out(conversation))
 
@@ -143,6 +147,7 @@ def _create(owner, body: ConversationIn) -> Conversation:
         owner=owner,
         source=Conversation.Source.API,
         title=body.title.strip(),
+        tools=body.tools,
         **{**presets.preset_settings(preset), **given},
     )
 
@@ -150,13 +155,18 @@ def _create(owner, body: ConversationIn) -> Conversation:
 @api.patch(
     "/conversations/{conversation_id}",
     response={200: ConversationOut, **REFUSALS},
-    summary="Rename a conversation, or change its model or system prompt",
+    summary="Rename a conversation, or change its model, system prompt or tools",
     tags=[CONVERSATIONS],
 )
 async def rename_conversation(request, conversation_id: ConversationId, body: ConversationPatch):
-    """Only the fields given change; `model`, `system_prompt` and `temperature` apply
+    """Only the fields given change; `model`, `system_prompt`, `temperature` and `tools`
+    (which replaces the list; `400 unknown_tool` names one that does not exist) apply
     from the next reply. Every open tab follows (`conversation.updated`)."""
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+    if body.tools is not None:
+        conversation = await conversations.conversation_set_tools(
+            conversation=conversation, tools=body.tools
+        )
     if body.title is not None:
         conversation = await conversations.conversation_rename(
             conversation=conversation, title=body.title
@@ -182,6 +192,13 @@ async def delete_conversation(request, conversation_id: ConversationId):
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     await conversations.conversation_delete(conversation=conversation)
     return Status(204, None)
+
+
+@api.get("/tools", response=list[ToolOut], summary="List the tools", tags=[CONVERSATIONS])
+async def list_tools(request):
+    """The tools a conversation may enable (`tools` of create and update): the built-in
+    ones, and those of the MCP servers staff registered."""
+    return await registry.available_now()
 
 
 # --- replies ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def frame(event: events.Event, conversation_id: Any = None) -> dict:
     """An event for every viewer, encoded once for all of them."""
     kind = event["type"]
     message_id = seq = None
-    if kind == events.TOKEN:
+    if kind in events.NUMBERED_TYPES:  # tokens and tool events share a reply's seq
         message_id, seq = event["message"], event["seq"]
     elif kind == events.MESSAGE_CREATED and event["message"]["status"] == "streaming":
         message_id, seq = event["message"]["id"], 0

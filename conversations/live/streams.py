@@ -156,7 +156,7 @@ async def _send_end(stream: _Stream, reply: Message | None) -> None:
 def _concerns(event: events.Event, ours: set[str]) -> bool:
     """Whether an event of the conversation belongs in one exchange's stream."""
     kind = event["type"]
-    if kind == events.TOKEN:
+    if kind in events.NUMBERED_TYPES:
         return event["message"] in ours
     if kind == events.MESSAGE_CREATED or kind in events.FINAL_EVENT_TYPES:
         return event["message"]["id"] in ours

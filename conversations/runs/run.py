@@ -88,6 +88,11 @@ class Run:
     def frames_after(self, seq: int) -> list[str]:
         return self.frames[seq:]
 
+    def saved_fields(self) -> dict[str, Any]:
+        """What a flush saves besides the text and seq, as of the frames published: an
+        agent's tool calls (runs/agent.py); nothing for a plain reply."""
+        return {}
+
     # --- control ----------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -260,10 +265,10 @@ class Run:
         """Save the text now and renew the lease: True when saved, False when the reply
         is no longer streaming (the run stops), None when the database failed."""
         async with self._flushing:
-            seq, text = self.seq, self.text()
+            seq, text, more = self.seq, self.text(), self.saved_fields()
             submitted = time.monotonic()
             try:
-                ended = await writes.save_texts({self.message_id: (seq, text)})
+                ended = await writes.save_texts({self.message_id: (seq, text, more)})
             except Exception:
                 log.warning("could not flush reply %s; retrying", self.message_id, exc_info=True)
                 return None
@@ -329,7 +334,12 @@ class Run:
 
 def start_run(*, message: Message, inputs: dict, chain: Runnable) -> Run:
     """Start a reply as a task of this process; it never depends on a connection."""
-    run = Run(message=message, inputs=inputs, chain=chain)
+    return launch(Run(message=message, inputs=inputs, chain=chain))
+
+
+def launch(run: Run) -> Run:
+    """Run a reply (of any kind: runs/agent.py, runs/client_tools.py) as a task of this
+    process."""
     # The registry holds the run (and so its task) until it ends.
     registry.add(run)
     metrics.REPLIES_STARTED.inc()

@@ -60,7 +60,7 @@ class Flusher:
 
 async def save(runs: list) -> None:
     """Save these runs' text and seq in one call; tell each how it went."""
-    texts = {run.message_id: (run.seq, run.text()) for run in runs}
+    texts = {run.message_id: (run.seq, run.text(), run.saved_fields()) for run in runs}
     submitted = time.monotonic()
     try:
         ended = await save_texts(texts)
@@ -90,29 +90,37 @@ def flusher() -> Flusher:
 
 
 @db
-def save_texts(texts: dict[str, tuple[int, str]]) -> set[str]:
-    """Save streaming replies' text and seq (one statement for all, run for each row);
-    returns the ids of those that had ended (a sweeper or a stop in another process saved
-    them first)."""
+def save_texts(texts: dict[str, tuple[int, str, dict]]) -> set[str]:
+    """Save streaming replies' text and seq (one statement for all, run for each row),
+    and the other fields a run keeps (an agent's tool calls); returns the ids of those
+    that had ended (a sweeper or a stop in another process saved them first)."""
     if not texts:
         return set()
     pk = Message._meta.pk
     table = connection.ops.quote_name(Message._meta.db_table)
     column = connection.ops.quote_name
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    saved_at = timezone.now()
+    now = connection.ops.adapt_datetimefield_value(saved_at)
     ids = {message_id: uuid.UUID(message_id) for message_id in texts}
     rows = [
         (content, seq, now, pk.get_db_prep_value(ids[message_id], connection), seq)
-        for message_id, (seq, content) in texts.items()
+        for message_id, (seq, content, more) in texts.items()
+        if not more
     ]
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {table} SET {column('content')} = %s, {column('seq')} = %s, "
-                f"{column('updated_at')} = %s WHERE {column('id')} = %s "
-                f"AND {column('status')} = 'streaming' AND {column('seq')} <= %s",
-                rows,
-            )
+        if rows:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {table} SET {column('content')} = %s, {column('seq')} = %s, "
+                    f"{column('updated_at')} = %s WHERE {column('id')} = %s "
+                    f"AND {column('status')} = 'streaming' AND {column('seq')} <= %s",
+                    rows,
+                )
+        for message_id, (seq, content, more) in texts.items():
+            if more:  # rare (replies that call tools): one ORM update each
+                Message.objects.filter(
+                    pk=ids[message_id], status=Message.Status.STREAMING, seq__lte=seq
+                ).update(content=content, seq=seq, updated_at=saved_at, **more)
         ended = (
             Message.objects.filter(pk__in=ids.values())
             .exclude(status=Message.Status.STREAMING)

@@ -11,6 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from agents import registry
+
 from .. import errors, events, hooks
 from ..db import db_call
 from ..errors import ChatError
@@ -22,11 +24,11 @@ from . import replies
 from .replies import Exchange
 
 
-def check_new(*, title: str, system_prompt: str, turns: Sequence[tuple[str, str]]) -> None:
+def check_new(*, title: str, system_prompt: str, turns: Sequence[tuple]) -> None:
     """What a new conversation may start with (every surface, before anything is saved)."""
     check_text(title, "title")
     check_system_prompt(system_prompt)
-    for _, content in turns:
+    for _, content, *_ in turns:
         check_text(content, "messages")
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise errors.too_long("message", len(content), settings.CHAT_MAX_MESSAGE_CHARS)
@@ -38,13 +40,16 @@ def conversation_create(
     source: str = Conversation.Source.WEB,
     title: str = "",
     system_prompt: str = "",
-    turns: Sequence[tuple[str, str]] = (),
+    turns: Sequence[tuple] = (),
     model: str | None = None,
     temperature: float | None = None,
+    tools: Sequence[str] | None = None,
 ) -> Conversation:
-    """A new conversation; ``turns`` (role, content) are earlier messages it starts with,
-    as an integration that sends a whole chat history brings them. ``model``: a catalog
-    name (None: the default)."""
+    """A new conversation; ``turns`` (role, content, and for a /v1 client's tool calls
+    or results a dict of more fields) are earlier messages it starts with, as an
+    integration that sends a whole chat history brings them. ``model``: a catalog name
+    (None: the default). ``tools``: the names of the tools its model may call (None:
+    CHAT_DEFAULT_TOOLS)."""
     check_new(title=title, system_prompt=system_prompt, turns=turns)
     conversation = Conversation(
         owner=owner,
@@ -55,18 +60,22 @@ def conversation_create(
         temperature=temperature,
     )
     with transaction.atomic():
-        _save_new(conversation, turns)
+        _save_new(conversation, turns, tools)
     return conversation
 
 
-def _save_new(conversation: Conversation, turns: Sequence[tuple[str, str]]) -> None:
-    """Save a new conversation and the turns it starts with, one branch in the order
-    given (in the caller's transaction)."""
+def _save_new(
+    conversation: Conversation, turns: Sequence[tuple], tools: Sequence[str] | None
+) -> None:
+    """Save a new conversation (with its ``tools``, None: the default ones) and the turns
+    it starts with, one branch in the order given (in the caller's transaction)."""
+    conversation.tools = registry.default_names() if tools is None else registry.check_names(tools)
     conversation.save(force_insert=True)
     if turns:
         messages = [
-            Message(conversation=conversation, role=role, content=content)
-            for role, content in turns
+            # A turn may bring more fields: an /v1 client's tool calls or tool results.
+            Message(conversation=conversation, role=role, content=content, **dict(*more))
+            for role, content, *more in turns
         ]
         for parent, message in zip([None, *messages], messages, strict=False):
             message.parent = parent  # one branch, in the order given
@@ -91,13 +100,14 @@ async def conversation_start(
     watch: bool = False,
     model: str | None = None,
     temperature: float | None = None,
+    tools: Sequence[str] | None = None,
 ) -> tuple[Conversation, Exchange]:
     """A new conversation and its first message's reply, or nothing at all: the
     conversation is saved in the same transaction as the message and the reply, so a
     refusal (a limit, the live layer down) leaves no trace. The new-chat page and
     ``/v1`` both start here."""
     check_new(title="", system_prompt=system_prompt, turns=turns)
-    first = next((text for role, text in turns if role == "user"), content)
+    first = next((text for role, text, *_ in turns if role == "user"), content)
     conversation = Conversation(
         id=uuid.uuid4(),
         owner=owner,
@@ -113,7 +123,7 @@ async def conversation_start(
         client_id=client_id,
         options=options,
         watch=watch,
-        new=functools.partial(_save_new, conversation, turns),
+        new=functools.partial(_save_new, conversation, turns, tools),
     )
     return conversation, exchange
 
@@ -187,3 +197,14 @@ async def conversation_delete(*, conversation: Conversation) -> None:
 def _delete(conversation: Conversation) -> None:
     hooks.run(hooks.conversation_deleted, conversation)
     conversation.delete()
+
+
+async def conversation_set_tools(
+    *, conversation: Conversation, tools: Sequence[str]
+) -> Conversation:
+    """Choose the tools a conversation's model may call from its next reply on; every
+    open viewer hears of it (``conversation.updated``)."""
+    conversation.tools = await db_call(registry.check_names, tools)
+    await conversation.asave(update_fields=["tools"])
+    await control.publish(conversation.id, events.conversation_updated(conversation))
+    return conversation

@@ -25,6 +25,7 @@ from ..live.subscription import Subscription
 from ..llm import catalog
 from ..models import Conversation, Message
 from ..runs import registry
+from ..runs.agent import start_agent_run
 from ..runs.run import start_run
 from ..text import check_text
 from . import branches, sweeper
@@ -132,7 +133,7 @@ def _create_exchange(
                     # What the settings panel or another tab changed since this surface
                     # read it.
                     conversation.refresh_from_db(
-                        fields=["title", "model", "system_prompt", "temperature"]
+                        fields=["title", "model", "system_prompt", "temperature", "tools"]
                     )
                 check_streaming_limit(
                     owner_id=conversation.owner_id, conversation=None if new else conversation
@@ -343,6 +344,16 @@ async def _announce_and_run(
     # The conversation's temperature, unless this reply's own options set one.
     given = {k: v for k, v in (options or {}).items() if v is not None}
     options = {"temperature": conversation.temperature, **given}
+    if conversation.tools:  # the agent's path; without tools, the plain one unchanged
+        start_agent_run(
+            message=reply,
+            inputs=inputs,
+            tools=conversation.tools,
+            owner_id=conversation.owner_id,
+            model=llm.get_llm(reply.model),
+            options=options,
+        )
+        return
     start_run(message=reply, inputs=inputs, chain=llm.get_chain(options, model=reply.model))
 
 
@@ -351,7 +362,9 @@ def _create_regeneration(
     conversation: Conversation, message_id: str, model: str | None, alive: list
 ) -> _Created:
     with transaction.atomic():
-        conversation.refresh_from_db(fields=["title", "model", "system_prompt", "temperature"])
+        conversation.refresh_from_db(
+            fields=["title", "model", "system_prompt", "temperature", "tools"]
+        )
         swept = sweeper.sweep_stale(Message.objects.filter(conversation=conversation), alive)
         last_reply = (
             Message.objects.filter(

@@ -17,6 +17,7 @@ from .. import events, hooks, metrics
 from ..live import control
 from ..models import Message
 from ..runs import registry
+from ..runs.agent import ended_calls
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,14 @@ def sweep_stale(replies, alive: list[str], *, stale_only: bool = True) -> list[M
             "detail": "The worker running this reply stopped; the text saved so far is kept.",
         }
         message.completed_at = now
-        message.save(update_fields=["status", "error", "completed_at", "updated_at"])
+        # Tool calls it was running when its worker died end with it.
+        message.tool_calls = ended_calls(
+            message.tool_calls or [],
+            "interrupted",
+            "interrupted",
+            "The worker running this call stopped.",
+        )
+        message.save(update_fields=["status", "error", "completed_at", "updated_at", "tool_calls"])
         hooks.run(hooks.reply_final, message)
     return stale
 

@@ -32,6 +32,7 @@ from .filters import (
     LastActivityFilter,
     OwnerFilter,
     ReviewedFilter,
+    ToolCallsFilter,
 )
 
 USAGE_DAYS_DEFAULT = 14
@@ -83,6 +84,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = [
         AttentionFilter,
         FailedRepliesFilter,
+        ToolCallsFilter,
         FeedbackFilter,
         "flagged",
         ReviewedFilter,

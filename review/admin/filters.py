@@ -1,5 +1,6 @@
 """The conversation list's filters: by owner (typed, not listed), reviewed, failed
-replies, feedback, "needs attention" (failed or thumbs-down) and last activity."""
+replies, tool calls (used, failed), feedback, "needs attention" (failed or thumbs-down)
+and last activity."""
 
 from django.contrib import admin
 
@@ -64,6 +65,19 @@ class FailedRepliesFilter(admin.SimpleListFilter):
             return queryset.filter(selectors.with_failed_replies())
         if self.value() == "no":
             return queryset.filter(~selectors.with_failed_replies())
+        return queryset
+
+
+class ToolCallsFilter(admin.SimpleListFilter):
+    title = "tool calls"
+    parameter_name = "tools"
+
+    def lookups(self, request, model_admin):
+        return [("used", "Replies that called tools"), ("failed", "A tool call failed")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("used", "failed"):
+            return queryset.filter(selectors.with_tool_calls(failed=self.value() == "failed"))
         return queryset
 
 

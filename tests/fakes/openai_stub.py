@@ -17,6 +17,17 @@ needs in the message it sends::
     stall_after=3    stop sending after 3 chunks, keeping the connection open
     status=500       answer with this HTTP error status instead
 
+Tool calls, when the request offers ``tools``::
+
+    call=calculator{"expression":"6*7"}   call this tool with these arguments (repeat
+                     the directive for several calls in one turn); the call streams as
+                     ``delta.tool_calls`` chunks, its arguments split across chunks, and
+                     the turn ends with ``finish_reason: "tool_calls"``
+    loop=1           call again after every tool result (never answer)
+
+A request whose last message is a ``tool`` result is answered with the results' text
+("Tool results: …"), unless ``loop=1``.
+
 ``GET /stats`` tells how many streams are open and how many clients hung up early.
 Run: ``python -m tests.fakes.openai_stub --port 0``; the first line printed is the port.
 """
@@ -43,6 +54,9 @@ HOSTILE_CHUNKS = ["before ", "nul\x00here ", "lone\ud800surrogate ", "pair\ud83d
 _DIRECTIVE = re.compile(
     r"\b(tokens|chars|gap_ms|ttft_ms|drop_after|stall_after|status|script)=(\w+)"
 )
+_CALL = re.compile(r"\bcall=([\w-]+)(\{[^{}]*\})?")
+# Tool-call arguments go out in pieces of this many characters.
+ARGUMENT_PIECE = 5
 
 
 class Stub:
@@ -61,6 +75,18 @@ class Stub:
         if isinstance(content, list):
             content = " ".join(part.get("text", "") for part in content)
         opts = dict(_DIRECTIVE.findall(content))
+        after_tool = bool(messages) and messages[-1].get("role") == "tool"
+        calls = []
+        if body.get("tools") and (not after_tool or re.search(r"\bloop=1\b", content)):
+            calls = [(name, args or "{}") for name, args in _CALL.findall(content)]
+        if after_tool and not calls:
+            results = []
+            for message in reversed(messages):
+                if message.get("role") != "tool":
+                    break
+                results.insert(0, str(message.get("content")))
+            content = "Tool results: " + " | ".join(results)
+            opts = {k: v for k, v in opts.items() if k in ("gap_ms", "ttft_ms")}
         if opts.get("script") == "tricky":
             chunks = list(TRICKY_CHUNKS)
         elif opts.get("script") == "hostile":
@@ -75,8 +101,11 @@ class Stub:
             chunks = re.findall(r"\s*\S+|\s+", f"You said: {content}")
         if body.get("max_tokens") or body.get("max_completion_tokens"):
             chunks = chunks[: int(body.get("max_tokens") or body["max_completion_tokens"])]
+        if calls and "tokens" not in opts:
+            chunks = []  # a turn that calls tools says nothing unless told to
         return {
             "chunks": chunks,
+            "calls": calls,
             "gap": float(opts.get("gap_ms", self.gap_ms)) / 1000,
             "ttft": float(opts.get("ttft_ms", self.ttft_ms)) / 1000,
             "drop_after": int(opts["drop_after"]) if "drop_after" in opts else None,
@@ -149,6 +178,16 @@ class Stub:
                 return await self.stream(reader, writer, plan, include_usage)
             await asyncio.sleep(plan["ttft"])
             text = "".join(plan["chunks"])
+            message = {"role": "assistant", "content": text}
+            if plan["calls"]:
+                message["tool_calls"] = [
+                    {
+                        "id": f"call_stub_{index}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }
+                    for index, (name, arguments) in enumerate(plan["calls"])
+                ]
             return await self.send_json(
                 writer,
                 200,
@@ -160,8 +199,8 @@ class Stub:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "message": message,
+                            "finish_reason": "tool_calls" if plan["calls"] else "stop",
                             "logprobs": None,
                         }
                     ],
@@ -171,7 +210,7 @@ class Stub:
         return await self.send_json(writer, 404, {"error": {"message": "not found"}})
 
     def usage(self, plan: dict) -> dict:
-        completion = len(plan["chunks"])
+        completion = len(plan["chunks"]) + len(plan["calls"])
         return {
             "prompt_tokens": plan["prompt_tokens"],
             "completion_tokens": completion,
@@ -212,7 +251,17 @@ class Stub:
 
         out = [chunk({"role": "assistant", "content": ""})]
         out += [chunk({"content": text}) for text in plan["chunks"]]
-        out.append(chunk({}, finish="stop"))
+        for index, (name, arguments) in enumerate(plan["calls"]):
+            head = {"index": index, "id": f"call_stub_{index}", "type": "function"}
+            out.append(
+                chunk({"tool_calls": [{**head, "function": {"name": name, "arguments": ""}}]})
+            )
+            for at in range(0, len(arguments), ARGUMENT_PIECE):
+                piece = arguments[at : at + ARGUMENT_PIECE]
+                out.append(
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                )
+        out.append(chunk({}, finish="tool_calls" if plan["calls"] else "stop"))
         if include_usage:
             out.append(
                 event(
@@ -271,7 +320,8 @@ class Stub:
                 await writer.drain()
                 await asyncio.sleep(3600)
             writer.write(data)
-            if plan["gap"] and 0 < index <= len(plan["chunks"]):
+            # Text and tool-call chunks are 1..n; then the finish, usage and [DONE].
+            if plan["gap"] and 0 < index <= len(encoded) - 3 - include_usage:
                 await writer.drain()
                 await asyncio.sleep(plan["gap"])
         await writer.drain()

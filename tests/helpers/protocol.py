@@ -9,6 +9,7 @@ import json
 import websockets
 
 FINAL_TYPES = {"message.completed", "message.failed", "message.cancelled", "message.interrupted"}
+TOOL_TYPES = {"tool.started", "tool.completed"}
 
 
 class ViewerState:
@@ -38,6 +39,23 @@ class ViewerState:
             if event["seq"] == message["seq"] + 1:
                 message["content"] += event["content"]
                 message["seq"] = event["seq"]
+        elif kind in TOOL_TYPES:
+            # Tool events share the reply's seq with its tokens; they carry no text.
+            message = self.messages.get(event["message"])
+            if message is None or event["seq"] > message["seq"] + 1:
+                self.gaps += 1
+                return False
+            if event["seq"] == message["seq"] + 1:
+                message["seq"] = event["seq"]
+                calls = message.setdefault("tool_calls", [])
+                call = event["call"]
+                if kind == "tool.started":
+                    call = {**call, "status": "running", "output": None, "error": None}
+                found = [i for i, held in enumerate(calls) if held["id"] == call["id"]]
+                if found:
+                    calls[found[0]] = call
+                else:
+                    calls.append(call)
         elif kind in FINAL_TYPES:
             self.messages[event["message"]["id"]] = dict(event["message"])
         return True

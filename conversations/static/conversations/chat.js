@@ -313,6 +313,7 @@
       const detail = data.error ? data.error.detail || data.error.code : "";
       error.textContent = detail;
       error.hidden = !detail;
+      chatsite.tools?.render(m); // a reply's tool calls (tools.js)
     }
 
     // Versions: an edited message and a regenerated reply are siblings of what they
@@ -522,6 +523,17 @@
       schedule(m);
     }
 
+    // Tool events share the reply's seq with its tokens; tools.js keeps the calls.
+    function applyToolEvent(event) {
+      const m = messages.get(event.message);
+      const action = protocol.tokenAction(m ? m.data : null, event);
+      if (action === "resync") return requestResync();
+      if (action === "ignore") return;
+      m.data.seq = event.seq;
+      chatsite.tools?.apply(m.data, event);
+      schedule(m);
+    }
+
     function applyCreated(event) {
       const mine = event.client_id && pending.has(event.client_id);
       if (event.client_id) pending.delete(event.client_id);
@@ -545,6 +557,7 @@
       setPageTitle(updated.title);
       chatsite.sidebar?.setTitle(conversationId, updated.title);
       if (updated.model) showModel(updated.model);
+      chatsite.tools?.conversationUpdated(updated);
     }
 
     function applyBranchSwitched(event) {
@@ -582,6 +595,8 @@
       snapshot: applySnapshot,
       history: applyHistory,
       token: applyToken,
+      "tool.started": applyToolEvent,
+      "tool.completed": applyToolEvent,
       "message.created": applyCreated,
       "message.completed": (event) => upsert(event.message),
       "message.failed": (event) => upsert(event.message),

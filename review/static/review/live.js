@@ -143,9 +143,37 @@
     schedule(event.message);
   }
 
+  // A tool call of a streaming reply: it takes the reply's next seq, like a token, and
+  // shows as a line of plain text (name, status); reload for its arguments and output.
+  function applyToolEvent(event) {
+    const held = messages.get(event.message);
+    const action = protocol.tokenAction(held && held.content != null ? held : null, event);
+    if (action === "resync") return send({ type: "resync" });
+    if (action === "ignore") return;
+    held.seq = event.seq;
+    let list = held.el.querySelector("[data-part=tool-live]");
+    if (!list) {
+      list = document.createElement("ul");
+      list.className = "tx-tools";
+      list.dataset.part = "tool-live";
+      held.el.querySelector("[data-part=body]").before(list);
+    }
+    let item = list.querySelector(`[data-call-id="${CSS.escape(event.call.id)}"]`);
+    if (!item) {
+      item = document.createElement("li");
+      item.dataset.callId = event.call.id;
+      list.append(item);
+    }
+    const status = event.type === "tool.started" ? "running" : event.call.status;
+    item.textContent = `${event.call.name}: ${status}`;
+    schedule(event.message);
+  }
+
   const handlers = {
     snapshot: applySnapshot,
     token: applyToken,
+    "tool.started": applyToolEvent,
+    "tool.completed": applyToolEvent,
     "message.created": (e) => upsert(e.message),
     "message.completed": (e) => upsert(e.message),
     "message.failed": (e) => upsert(e.message),
