@@ -13,7 +13,11 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from chatsite.middleware import StaticFilesHandler, WebSocketOriginValidator  # noqa: E402
+from chatsite.middleware import (  # noqa: E402
+    RequestThreads,
+    StaticFilesHandler,
+    WebSocketOriginValidator,
+)
 from conversations import routing as chat_routing  # noqa: E402
 from conversations.consumers import NoSuchPath  # noqa: E402
 from conversations.worker import WorkerTasksMiddleware  # noqa: E402
@@ -30,9 +34,9 @@ application = WorkerTasksMiddleware(
         {
             # With no proxy in front (the embedded default), static files come from here,
             # with the pages' security headers.
-            "http": StaticFilesHandler(django_asgi_app)
-            if settings.SERVE_STATIC
-            else django_asgi_app,
+            "http": RequestThreads(
+                StaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+            ),
             # Only the site's own pages (its scheme, host and port) may open a socket.
             "websocket": WebSocketOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns))

