@@ -79,6 +79,53 @@ async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user,
     await ws.disconnect()
 
 
+async def test_a_snapshot_read_while_the_reply_ends_never_follows_its_final(
+    monkeypatch, settings, user, conversation
+):
+    """A resync reads the conversation from the database; when the reply ends while that
+    read is under way, its final event waits for the snapshot: the client never gets the
+    reply's end and then a copy of it still streaming."""
+    from conversations import consumers
+
+    settings.CHAT_OFFLINE_DELAY_MS = 20
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    await ws.send_json_to({"type": "message.send", "content": "Ends during a resync"})
+    received = []
+    while not (received and received[-1]["type"] == "token"):
+        received.append(await receive(ws))
+    reply = received[-1]["message"]
+
+    read_snapshot = consumers.selectors.snapshot
+
+    async def snapshot_overtaken_by_the_end(conversation_id):
+        snapshot = await read_snapshot(conversation_id)  # the reply still streaming
+        for _ in range(500):  # until the reply's end is saved (10 s at most)
+            if not await Message.objects.filter(pk=reply, status="streaming").aexists():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # time for the final event to reach this viewer
+        return snapshot
+
+    monkeypatch.setattr(consumers.selectors, "snapshot", snapshot_overtaken_by_the_end)
+    await ws.send_json_to({"type": "resync"})
+    while True:
+        event = await receive(ws, timeout=15)
+        received.append(event)
+        if event["type"] == "snapshot":
+            break
+    received += await events_within(ws, 1.0)
+    kinds = [e["type"] for e in received]
+    final_at = next(i for i, e in enumerate(received) if e["type"] in FINAL_TYPES)
+    snapshot_at = kinds.index("snapshot")
+    assert [m["status"] for m in received[snapshot_at]["messages"] if m["id"] == reply] == [
+        "streaming"
+    ]
+    assert snapshot_at < final_at, kinds
+    assert kinds.count("message.completed") == 1
+    await ws.disconnect()
+
+
 class EventStream:
     """An in-process SSE response, read for a while at a time without cancelling it (a
     cancelled read would close the stream)."""
