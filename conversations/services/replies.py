@@ -167,10 +167,7 @@ def _create_exchange(
             if client_id and (found := _exchange_for_client_id(conversation, client_id)):
                 return _Created(found)
             if attempt == 1 and new is None:
-                with transaction.atomic():
-                    swept = sweeper.sweep_stale(
-                        Message.objects.filter(conversation=conversation), alive
-                    )
+                swept = sweeper.sweep_in_the_way(conversation, alive)
                 if swept:
                     continue
             raise _busy() from None

@@ -22,6 +22,13 @@ from ..runs.agent import ended_calls
 log = logging.getLogger(__name__)
 
 
+def sweep_in_the_way(conversation, alive: list[str]) -> list[Message]:
+    """The conversation's dead streaming reply, swept in a transaction of its own: a
+    send the database refused as busy tries once more when it found one."""
+    with transaction.atomic():
+        return sweep_stale(Message.objects.filter(conversation=conversation), alive)
+
+
 def sweep_stale(replies, alive: list[str], *, stale_only: bool = True) -> list[Message]:
     """Mark streaming replies whose heartbeat went stale as interrupted (in a transaction).
 

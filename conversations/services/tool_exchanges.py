@@ -75,10 +75,7 @@ def _create(
             return Exchange(rows[-1], reply, created=True), rows
         except IntegrityError:
             if attempt == 1 and new is None:
-                with transaction.atomic():
-                    swept = sweeper.sweep_stale(
-                        Message.objects.filter(conversation=conversation), alive
-                    )
+                swept = sweeper.sweep_in_the_way(conversation, alive)
                 if swept:
                     continue
             raise replies._busy() from None
