@@ -126,6 +126,49 @@ async def test_a_snapshot_read_while_the_reply_ends_never_follows_its_final(
     await ws.disconnect()
 
 
+@pytest.mark.parametrize("surface", ["websocket", "v1 with tools"])
+async def test_a_dead_reply_swept_out_of_a_sends_way_is_announced_at_once(
+    surface, openai_stub, user, conversation
+):
+    """A reply whose worker died stands in the way of a new send: it is swept, and its
+    viewers are told it ended before the new reply starts, not by a stall check later."""
+    key = await sync_to_async(new_key)(user)
+    orphan = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="kept so far",
+        seq=3,
+    )
+    stale = timezone.now() - timedelta(hours=1)
+    await Message.objects.filter(pk=orphan.pk).aupdate(updated_at=stale)
+    watcher = await connect(user, conversation.id)
+    await receive(watcher)
+    if surface == "websocket":
+        await watcher.send_json_to({"type": "message.send", "content": "tokens=3"})
+    else:
+        tool = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+        response = await AsyncClient().post(
+            "/v1/chat/completions",
+            {
+                "model": "stub-model",
+                "messages": [{"role": "user", "content": 'call=get_time{"zone":"UTC"}'}],
+                "tools": [tool],
+            },
+            content_type="application/json",
+            headers={**bearer(key), "X-Conversation-Id": str(conversation.id)},
+        )
+        assert response.status_code == 200, response.content
+    seen = [await receive(watcher)]
+    while not (
+        seen[-1]["type"] == "message.created" and seen[-1]["message"]["role"] == "assistant"
+    ):
+        seen.append(await receive(watcher))
+    ended = [e["message"] for e in seen if e["type"] == "message.interrupted"]
+    assert [(m["id"], m["content"]) for m in ended] == [(str(orphan.id), "kept so far")]
+    await watcher.disconnect()
+
+
 class EventStream:
     """An in-process SSE response, read for a while at a time without cancelling it (a
     cancelled read would close the stream)."""

@@ -201,6 +201,7 @@ UNSUPPORTED = [
     ({"stop": ["\n"]}, "stop"),
     ({"logit_bias": {"50256": -100}}, "logit_bias"),
     ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"tool_choice": "auto"}, "tool_choice"),  # without tools
 ]
 
 

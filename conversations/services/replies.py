@@ -330,8 +330,7 @@ async def _announce_and_run(
     options: dict | None = None,
 ) -> None:
     reply = created.exchange.reply
-    for message in created.swept:
-        await control.publish(conversation.id, events.message_final(message))
+    await sweeper.announce(created.swept or [], "its run died and a new reply needed its place")
     await control.publish(conversation.id, events.message_created(reply, client_id))
     if created.titled:
         await control.publish(conversation.id, events.conversation_updated(conversation))
