@@ -647,7 +647,7 @@ def table(bench: Bench, figures: set[int]) -> str:
             "the conversation)",
             "none",
             "",
-            f"≤ 2 + {entry['duration_ms']}/250 = {entry['bound']:.1f}: {verdict(ok)}",
+            f"≤ 2 + ⌈{entry['duration_ms']}/250⌉ = {entry['bound']}: {verdict(ok)}",
         )
     idle = b.median("idle_kib.chatsite")
     row(
