@@ -79,6 +79,15 @@ def _fresh_layer_and_fast_model(settings):
 
 
 @pytest.fixture(autouse=True)
+def _limits_read_afresh():
+    """What staff set is remembered per user id for a few seconds (quotas/limits.py); a
+    rolled-back test's user id comes again in the next."""
+    from quotas import limits
+
+    limits.forget()
+
+
+@pytest.fixture(autouse=True)
 async def _runs_end_with_their_test():
     """A run left streaming would write to a database the next test has flushed."""
     yield

@@ -1,8 +1,8 @@
 """Starting a ``/v1`` reply whose client offers its own tools (openai_tools.py).
 
 Like replies.reply_start, with the same rules (written there, used from here): the
-live layer must be up, a conversation streams one reply at a time, a user streams at
-most CHAT_MAX_STREAMING_PER_USER replies. What differs is what is saved and what the
+live layer must be up, a conversation streams one reply at a time, the owner's limits
+(quotas/) hold. What differs is what is saved and what the
 model sees: the new message may be the client's tool results (``tool`` rows) rather
 than a user message, and the model sees the request's own messages, with the
 client's tools bound to it.
@@ -53,11 +53,11 @@ def _create(
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                if new is not None:
-                    new()
-                replies.check_streaming_limit(
+                replies.check_limits(
                     owner_id=conversation.owner_id, conversation=None if new else conversation
                 )
+                if new is not None:
+                    new()
                 parent = None if new is not None else selectors.leaf(conversation.id)
                 rows = []
                 for role, content, more in request.inputs:
