@@ -96,7 +96,7 @@ openai_api = OpenAIAPI(
     title="chatsite OpenAI-compatible API",
     version="1",
     urls_namespace="openai",
-    auth=ApiAuth(),
+    auth=ApiAuth(reads_only_allowed=False),
     docs_url=None,
     openapi_url=None,
 )
@@ -274,6 +274,7 @@ async def _start(request, body: ChatCompletionIn, model: str, options: dict, con
             conversation=continued,
             options=options,
             model=model,
+            api_key=getattr(request, "api_key", None),
         )
     elif conversation_id:
         system, turns, content = split(body.messages)
@@ -286,6 +287,7 @@ async def _start(request, body: ChatCompletionIn, model: str, options: dict, con
         conversation, exchange = await conversations.conversation_start(
             owner=request.auth,
             source=Conversation.Source.API,
+            api_key=getattr(request, "api_key", None),
             system_prompt=system,
             turns=turns,
             content=content,

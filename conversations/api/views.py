@@ -119,7 +119,7 @@ async def create_conversation(request, body: ConversationIn):
     """A `preset` gives the model, system prompt and temperature; fields given beside
     it win. An unknown `model` is 400 `model_not_found`, naming the models; `tools`
     (absent: the server's default tools) an unknown one `400 unknown_tool`."""
-    conversation = await database_sync_to_async(_create)(request.auth, body)
+    conversation = await database_sync_to_async(_create)(request, body)
     return Status(201, events.conversation_out(conversation))
 
 
@@ -139,7 +139,8 @@ async def read_conversation(request, conversation_id: ConversationId):
     return {**snapshot["conversation"], "messages": snapshot["messages"]}
 
 
-def _create(owner, body: ConversationIn) -> Conversation:
+def _create(request, body: ConversationIn) -> Conversation:
+    owner = request.auth
     preset = presets.preset_for(owner, body.preset) if body.preset is not None else None
     given = body.model_dump(include={"model", "temperature"}, exclude_none=True)
     if body.system_prompt:
@@ -147,6 +148,7 @@ def _create(owner, body: ConversationIn) -> Conversation:
     return conversations.conversation_create(
         owner=owner,
         source=Conversation.Source.API,
+        api_key=getattr(request, "api_key", None),
         title=body.title.strip(),
         tools=body.tools,
         **{**presets.preset_settings(preset), **given},

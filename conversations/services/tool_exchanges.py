@@ -19,12 +19,12 @@ from .. import events, llm, selectors
 from ..db import db
 from ..live import control
 from ..llm import catalog
-from ..models import Conversation, Message
+from ..models import ApiKey, Conversation, Message
 from ..openai_tools import ToolRequest, first_user_text
 from ..runs import registry
 from ..runs.client_tools import start_client_tools_run
 from . import replies, sweeper
-from .conversations import _save_new, check_new
+from .conversations import _save_new, check_new, through
 from .replies import Exchange
 
 
@@ -92,11 +92,12 @@ async def tool_exchange_start(
     conversation: Conversation | None = None,
     options: dict,
     model: str | None = None,
+    api_key: ApiKey | None = None,
 ) -> tuple[Conversation, Exchange]:
     """Save the request's new message(s) and start the reply (watched: the exchange's
     subscription exists before the reply starts). Without ``conversation`` a new one
     holds the request's history, saved in the same transaction: a refusal leaves no
-    trace."""
+    trace. ``api_key``: the key the request came with (API traffic)."""
     new = None
     if conversation is None:
         check_new(title="", system_prompt=request.system, turns=request.history)
@@ -104,6 +105,7 @@ async def tool_exchange_start(
             id=uuid.uuid4(),
             owner=owner,
             source=Conversation.Source.API,
+            **through(api_key),
             title=replies.title_from(first_user_text(request)),
             system_prompt=request.system,
             model=catalog.check(model) if model is not None else catalog.default().name,
