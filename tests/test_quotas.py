@@ -177,9 +177,20 @@ async def test_a_spent_token_budget_refuses_every_surface_until_it_resets(worker
                 "/v1/chat/completions",
                 {"model": "offline-demo", "messages": [{"role": "user", "content": "hi"}]},
             ),
+            (
+                "POST",
+                "/v1/chat/completions",
+                {
+                    "model": "offline-demo",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "tools": [{"type": "function", "function": {"name": "lookup"}}],
+                },
+            ),
         ],
     )
-    api, v1 = responses
+    api, v1, v1_tools = responses
+    assert v1_tools.status_code == 429
+    assert v1_tools.json()["error"]["code"] == "rate_limit_exceeded"
     assert api.status_code == 429
     assert api.json()["code"] == "quota_exceeded"
     assert "1,000 of your 1,000 tokens today" in api.json()["detail"]
@@ -254,6 +265,43 @@ async def test_a_refused_send_on_the_websocket_is_an_error_event_and_the_socket_
     await ws.send_json_to({"type": "resync"})  # still open and answering
     assert (await receive(ws))["type"] == "snapshot"
     await ws.disconnect()
+
+
+async def test_a_spent_budget_refuses_regenerate_and_edit_on_the_websocket(user, conversation):
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    await ws.send_json_to({"type": "message.send", "content": "one"})
+    received = await receive_until_final(ws)
+    reply = received[-1]["message"]
+    asked = next(e["message"] for e in received if e["type"] == "message.created")
+    await UserQuota.objects.acreate(user=user, tokens_per_month=1)
+    limits.forget(user.pk)  # as the admin does on a save
+    for request in (
+        {"type": "reply.regenerate", "message": reply["id"]},
+        {"type": "message.edit", "message": asked["id"], "content": "two", "client_id": "e"},
+    ):
+        await ws.send_json_to(request)
+        refused = await receive(ws)
+        assert (refused["type"], refused["code"]) == ("error", "quota_exceeded")
+        assert "tokens this month" in refused["detail"]
+    assert await Message.objects.acount() == 2
+    await ws.disconnect()
+
+
+async def test_a_spent_budget_refuses_the_new_chat_page_and_saves_nothing(user):
+    from django.test import AsyncClient
+
+    today = timezone.now().date()
+    await UserQuota.objects.acreate(user=user, tokens_per_day=10)
+    await Usage.objects.acreate(
+        user=user, day=today, day_tokens=10, month=today.replace(day=1), month_tokens=10
+    )
+    client = AsyncClient()
+    await client.aforce_login(user)
+    response = await client.post("/c/new/", {"content": "hello"})
+    assert response.status_code == 429
+    assert "You have used 10 of your 10 tokens today" in response.content.decode()
+    assert await Conversation.objects.acount() == 0
 
 
 async def test_one_socket_too_many_is_told_why_and_closed(user, conversation):
