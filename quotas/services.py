@@ -8,7 +8,8 @@ are counted from the messages themselves (a reply that ends however it ends — 
 failed, stopped, swept — frees its place with no bookkeeping), the replies of the minute
 and the tokens of the day and month from the row. A refusal rolls the transaction back:
 nothing of the reply is saved and the model is not called. The check costs no trip of
-its own: its queries run in the transaction's.
+its own: its queries run in the transaction's. A reply's tokens are added to its owner's
+day and month when its final state is committed.
 """
 
 import math
@@ -129,15 +130,22 @@ def spent(reply: Message) -> int:
 
 
 def record_reply(reply: Message) -> None:
-    """Add what a reply spent to its owner's day and month (hooks.reply_final, in the
-    transaction of its final state): one update, which starts a new day or month when
-    the row's is over."""
+    """Add what a reply spent to its owner's day and month (hooks.reply_final), once its
+    final state is committed.
+
+    Not in that transaction: it holds the reply's row (the sweeper's, the rows of every
+    reply it ends), and a start holds the Usage row while it waits on a reply of its
+    conversation; taking the Usage row there too could deadlock the two."""
     tokens = spent(reply)
-    if not tokens:
-        return
+    if tokens:
+        transaction.on_commit(lambda: _add_tokens(reply.conversation_id, tokens), robust=True)
+
+
+def _add_tokens(conversation_id: Any, tokens: int) -> None:
+    """One update, which starts a new day or month when the row's is over."""
     today = timezone.now().date()
     month = today.replace(day=1)
-    owner = Conversation.objects.filter(pk=reply.conversation_id).values("owner_id")[:1]
+    owner = Conversation.objects.filter(pk=conversation_id).values("owner_id")[:1]
     for _ in range(2):
         if Usage.objects.filter(user_id=owner).update(
             day_tokens=Case(When(day=today, then=F("day_tokens") + tokens), default=Value(tokens)),

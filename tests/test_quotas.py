@@ -370,6 +370,8 @@ def test_staff_see_who_is_nearest_their_limits(admin_client, user, other_user, s
             month=today.replace(day=1),
             month_tokens=tokens,
         )
+    index = admin_client.get("/admin/").content.decode()
+    assert 'href="/admin/quotas/usage/"' in index
     page = admin_client.get("/admin/quotas/usage/").content.decode()
     assert page.index(other_user.username) < page.index(f'data-user="{user.username}"')
     assert "900 of 1,000" in page
