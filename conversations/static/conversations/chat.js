@@ -601,7 +601,7 @@
         setTimeout(requestResync, (event.retry_after || 1) * 1000);
         return;
       }
-      if (event.retry_after) {
+      if (event.retry_after >= 5) {
         // A limit: say until when, in the person's own clock, and long enough to read.
         showNotice(`${event.detail} ${untilText(event.retry_after)}`, 20000);
       } else {
@@ -678,7 +678,9 @@
         // brings the page up to date.
         const delay = Math.min(30000, 500 * 2 ** attempts) * (0.5 + Math.random() / 2);
         attempts += 1;
-        setConnection("reconnecting", "Reconnecting…");
+        // 4429: the person has too many tabs and streams open (the error event said so).
+        setConnection("reconnecting",
+          close.code === 4429 ? "Too many connections open; retrying…" : "Reconnecting…");
         retryTimer = setTimeout(connect, delay);
       });
     }
