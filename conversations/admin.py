@@ -84,15 +84,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "expires_at",
         "revoked_at",
     ]
-    readonly_fields = [
-        "owner",
-        "name",
-        "prefix",
-        "scope",
-        "created_at",
-        "last_used_at",
-        "revoked_at",
-    ]
+    readonly_fields = [name for name in fields if name != "expires_at"]
     actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:

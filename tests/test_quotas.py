@@ -80,6 +80,20 @@ async def _stop_all(workers, key, user) -> None:
             await client.post(f"{workers[0].url}/api/conversations/{conversation_id}/stop")
 
 
+def _used(user, tokens: int) -> None:
+    """``user`` has used ``tokens`` today (and this month)."""
+    today = timezone.now().date()
+    Usage.objects.create(
+        user=user, day=today, day_tokens=tokens, month=today.replace(day=1), month_tokens=tokens
+    )
+
+
+async def _one_reply(ws, content: str) -> list[dict]:
+    """Send on a connected socket (its snapshot read) and read up to the reply's end."""
+    await ws.send_json_to({"type": "message.send", "content": content})
+    return await receive_until_final(ws)
+
+
 def _streaming(user) -> int:
     return Message.objects.filter(conversation__owner=user, status="streaming").count()
 
@@ -163,10 +177,7 @@ async def test_parallel_sends_and_v1_calls_hold_the_requests_per_minute(workers)
 
 async def test_a_spent_token_budget_refuses_every_surface_until_it_resets(workers):
     user, key, conversations = await sync_to_async(_person)("spender", tokens_per_day=1000)
-    today = timezone.now().date()
-    await Usage.objects.acreate(
-        user=user, day=today, day_tokens=1000, month=today.replace(day=1), month_tokens=1000
-    )
+    await sync_to_async(_used)(user, 1000)
     responses = await _burst(
         workers,
         key,
@@ -201,6 +212,7 @@ async def test_a_spent_token_budget_refuses_every_surface_until_it_resets(worker
     assert await Conversation.objects.filter(owner=user).acount() == 12  # no /v1 one
 
     # Yesterday's tokens do not count today.
+    today = timezone.now().date()
     await Usage.objects.filter(user=user).aupdate(day=today.replace(year=today.year - 1))
     again = await _burst(
         workers,
@@ -270,8 +282,7 @@ async def test_a_refused_send_on_the_websocket_is_an_error_event_and_the_socket_
 async def test_a_spent_budget_refuses_regenerate_and_edit_on_the_websocket(user, conversation):
     ws = await connect(user, conversation.id)
     await receive(ws)
-    await ws.send_json_to({"type": "message.send", "content": "one"})
-    received = await receive_until_final(ws)
+    received = await _one_reply(ws, "one")
     reply = received[-1]["message"]
     asked = next(e["message"] for e in received if e["type"] == "message.created")
     await UserQuota.objects.acreate(user=user, tokens_per_month=1)
@@ -291,11 +302,8 @@ async def test_a_spent_budget_refuses_regenerate_and_edit_on_the_websocket(user,
 async def test_a_spent_budget_refuses_the_new_chat_page_and_saves_nothing(user):
     from django.test import AsyncClient
 
-    today = timezone.now().date()
     await UserQuota.objects.acreate(user=user, tokens_per_day=10)
-    await Usage.objects.acreate(
-        user=user, day=today, day_tokens=10, month=today.replace(day=1), month_tokens=10
-    )
+    await sync_to_async(_used)(user, 10)
     client = AsyncClient()
     await client.aforce_login(user)
     response = await client.post("/c/new/", {"content": "hello"})
@@ -325,8 +333,7 @@ async def test_one_socket_too_many_is_told_why_and_closed(user, conversation):
 async def test_a_replys_tokens_count_toward_the_day_and_the_month(user, conversation):
     ws = await connect(user, conversation.id)
     await receive(ws)
-    await ws.send_json_to({"type": "message.send", "content": "count me"})
-    received = await receive_until_final(ws)
+    received = await _one_reply(ws, "count me")
     await ws.disconnect()
     usage = received[-1]["message"]["usage"]
     spent = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -361,15 +368,8 @@ def test_limits_come_from_the_person_then_the_most_generous_group_then_the_defau
 
 def test_staff_see_who_is_nearest_their_limits(admin_client, user, other_user, settings):
     settings.CHAT_QUOTA_TOKENS_PER_DAY = 1000
-    today = timezone.now().date()
-    for person, tokens in ((user, 100), (other_user, 900)):
-        Usage.objects.create(
-            user=person,
-            day=today,
-            day_tokens=tokens,
-            month=today.replace(day=1),
-            month_tokens=tokens,
-        )
+    _used(user, 100)
+    _used(other_user, 900)
     index = admin_client.get("/admin/").content.decode()
     assert 'href="/admin/quotas/usage/"' in index
     page = admin_client.get("/admin/quotas/usage/").content.decode()
