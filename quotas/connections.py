@@ -101,6 +101,12 @@ def _local_release(user_id: Any) -> Callable[[], Awaitable[None]]:
     return release
 
 
+def forget() -> None:
+    """Count this process's connections from nothing (tests: a new database)."""
+    _local.clear()
+    _open.clear()
+
+
 async def refresh() -> None:
     """Renew the entries of this process's open connections."""
     expires = time.time() + TTL_S

@@ -33,14 +33,14 @@ class Limits:
     connections: int
 
     @property
+    def on_usage(self) -> bool:
+        """Whether a limit needs the person's Usage row (tokens, replies per minute)."""
+        return bool(self.tokens_per_day or self.tokens_per_month or self.requests_per_minute)
+
+    @property
     def on_replies(self) -> bool:
         """Whether any limit applies to a reply's start."""
-        return bool(
-            self.tokens_per_day
-            or self.tokens_per_month
-            or self.requests_per_minute
-            or self.streaming_replies
-        )
+        return self.on_usage or bool(self.streaming_replies)
 
 
 def defaults() -> Limits:

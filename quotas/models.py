@@ -56,9 +56,9 @@ class UserQuota(Limits):
 
 
 class Usage(models.Model):
-    """What one person used: tokens today and this month (UTC), and the replies started
-    in the current minute. The row is also the lock that makes a reply's start, with
-    every check of it, one at a time per person (services.check_reply_start)."""
+    """What one person used: tokens today and this month (UTC; counted while a token
+    limit applies to them), and the replies started in the current minute (while a
+    limit on them applies)."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="+"

@@ -2,27 +2,32 @@
 
 Every surface that starts a reply saves it in one transaction (conversations/services
 /replies.py, tool_exchanges.py), which calls check_reply_start first. That locks the
-person's Usage row, so the starts of one person's replies pass one at a time, on any
-number of workers, and each sees what the one before it saved: the replies streaming
-are counted from the messages themselves (a reply that ends however it ends — completed,
-failed, stopped, swept — frees its place with no bookkeeping), the replies of the minute
-and the tokens of the day and month from the row. A refusal rolls the transaction back:
-nothing of the reply is saved and the model is not called. The check costs no trip of
-its own: its queries run in the transaction's. A reply's tokens are added to its owner's
-day and month when its final state is committed.
+person's row (their user), so the starts of one person's replies pass one at a time, on
+any number of workers, and each sees what the one before it saved: the replies
+streaming are counted from the messages themselves (a reply that ends however it ends —
+completed, failed, stopped, swept — frees its place with no bookkeeping), the replies of
+the minute and the tokens of the day and month from their Usage row. A refusal rolls
+the transaction back: nothing of the reply is saved and the model is not called. The
+check costs no trip of its own, its queries run in the transaction's: with the default
+limits, the lock and the count of streaming replies.
+
+A reply's tokens are added to its owner's day and month when its final state is
+committed, for people with a token limit (others' usage is on staff review's usage page,
+from the replies themselves).
 """
 
 import math
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Length
 from django.utils import timezone
 
 from conversations import errors
-from conversations.models import Conversation, Message
+from conversations.models import Message
 
 from .limits import Limits, limits_for
 from .models import Usage
@@ -32,15 +37,18 @@ MINUTE = timedelta(seconds=60)
 CHARS_PER_TOKEN = 4
 
 
-def check_reply_start(owner_id: Any, conversation: Conversation | None) -> None:
+def check_reply_start(owner_id: Any, conversation: Any) -> None:
     """Refuse a reply past one of the owner's limits (hooks.reply_starting); in the
     transaction that would start it."""
     limits = limits_for(owner_id)
     if not limits.on_replies:
         return
-    usage = _locked_usage(owner_id)
+    # The person's lock, held until the transaction ends.
+    get_user_model().objects.select_for_update().filter(pk=owner_id).values_list("pk").first()
     now = timezone.now()
-    _check_tokens(usage, limits, now)
+    usage = _usage(owner_id, now) if limits.on_usage else None
+    if usage is not None:
+        _check_tokens(usage, limits, now)
     if limits.streaming_replies:
         streaming = Message.objects.filter(
             conversation__owner_id=owner_id, status=Message.Status.STREAMING
@@ -53,19 +61,17 @@ def check_reply_start(owner_id: Any, conversation: Conversation | None) -> None:
         _count_request(usage, limits.requests_per_minute, now)
 
 
-def _locked_usage(owner_id: Any) -> Usage:
-    """The person's Usage row, locked until the transaction ends (made on their first
-    reply)."""
-    usage = Usage.objects.select_for_update().filter(user_id=owner_id).first()
+def _usage(owner_id: Any, now: datetime) -> Usage:
+    """The person's Usage row (made when first needed)."""
+    usage = Usage.objects.filter(user_id=owner_id).first()
     if usage is not None:
         return usage
-    today = timezone.now().date()
+    today = now.date()
     try:
         with transaction.atomic():
-            Usage.objects.create(user_id=owner_id, day=today, month=today.replace(day=1))
-    except IntegrityError:
-        pass  # another start made it first; its lock is waited for below
-    return Usage.objects.select_for_update().get(user_id=owner_id)
+            return Usage.objects.create(user_id=owner_id, day=today, month=today.replace(day=1))
+    except IntegrityError:  # a reply's tokens made it meanwhile
+        return Usage.objects.get(user_id=owner_id)
 
 
 def _check_tokens(usage: Usage, limits: Limits, now: datetime) -> None:
@@ -131,23 +137,26 @@ def spent(reply: Message) -> int:
 
 def record_reply(reply: Message) -> None:
     """Add what a reply spent to its owner's day and month (hooks.reply_final), once its
-    final state is committed.
+    final state is committed, when a token limit applies to them.
 
     Not in that transaction: it holds the reply's row (the sweeper's, the rows of every
-    reply it ends), and a start holds the Usage row while it waits on a reply of its
+    reply it ends), and a start holds its owner's lock while it waits on a reply of its
     conversation; taking the Usage row there too could deadlock the two."""
+    owner_id = reply.conversation.owner_id
+    limits = limits_for(owner_id)
+    if not (limits.tokens_per_day or limits.tokens_per_month):
+        return
     tokens = spent(reply)
     if tokens:
-        transaction.on_commit(lambda: _add_tokens(reply.conversation_id, tokens), robust=True)
+        transaction.on_commit(lambda: _add_tokens(owner_id, tokens), robust=True)
 
 
-def _add_tokens(conversation_id: Any, tokens: int) -> None:
+def _add_tokens(owner_id: Any, tokens: int) -> None:
     """One update, which starts a new day or month when the row's is over."""
     today = timezone.now().date()
     month = today.replace(day=1)
-    owner = Conversation.objects.filter(pk=conversation_id).values("owner_id")[:1]
     for _ in range(2):
-        if Usage.objects.filter(user_id=owner).update(
+        if Usage.objects.filter(user_id=owner_id).update(
             day_tokens=Case(When(day=today, then=F("day_tokens") + tokens), default=Value(tokens)),
             month_tokens=Case(
                 When(month=month, then=F("month_tokens") + tokens), default=Value(tokens)
@@ -156,11 +165,7 @@ def _add_tokens(conversation_id: Any, tokens: int) -> None:
             month=month,
         ):
             return
-        # Their first reply with no limit on replies (no row yet): the row starts with it.
-        owner_id = owner.values_list("owner_id", flat=True).first()
-        if owner_id is None:
-            return  # the conversation is gone with its owner
-        try:
+        try:  # no row yet: it starts with this reply
             with transaction.atomic():
                 Usage.objects.create(
                     user_id=owner_id, day=today, day_tokens=tokens, month=month, month_tokens=tokens

@@ -280,13 +280,13 @@ async def test_a_refused_send_on_the_websocket_is_an_error_event_and_the_socket_
 
 
 async def test_a_spent_budget_refuses_regenerate_and_edit_on_the_websocket(user, conversation):
+    # The first reply starts within the budget, and spends it.
+    await UserQuota.objects.acreate(user=user, tokens_per_month=1)
     ws = await connect(user, conversation.id)
     await receive(ws)
     received = await _one_reply(ws, "one")
     reply = received[-1]["message"]
     asked = next(e["message"] for e in received if e["type"] == "message.created")
-    await UserQuota.objects.acreate(user=user, tokens_per_month=1)
-    limits.forget(user.pk)  # as the admin does on a save
     for request in (
         {"type": "reply.regenerate", "message": reply["id"]},
         {"type": "message.edit", "message": asked["id"], "content": "two", "client_id": "e"},
@@ -330,7 +330,10 @@ async def test_one_socket_too_many_is_told_why_and_closed(user, conversation):
     await fourth.disconnect()
 
 
-async def test_a_replys_tokens_count_toward_the_day_and_the_month(user, conversation):
+async def test_a_replys_tokens_count_toward_the_day_and_the_month(
+    user, other_user, conversation, settings
+):
+    settings.CHAT_QUOTA_TOKENS_PER_MONTH = 1_000_000
     ws = await connect(user, conversation.id)
     await receive(ws)
     received = await _one_reply(ws, "count me")
@@ -339,6 +342,15 @@ async def test_a_replys_tokens_count_toward_the_day_and_the_month(user, conversa
     spent = usage["prompt_tokens"] + usage["completion_tokens"]
     row = await Usage.objects.aget(user=user)
     assert row.day_tokens == row.month_tokens == spent > 0
+
+    # With no token limit nothing is counted: no write for it at each reply's end.
+    await UserQuota.objects.acreate(user=other_user, tokens_per_month=0)
+    theirs = await sync_to_async(conversation_create)(owner=other_user)
+    ws = await connect(other_user, theirs.id)
+    await receive(ws)
+    await _one_reply(ws, "not counted")
+    await ws.disconnect()
+    assert not await Usage.objects.filter(user=other_user).aexists()
 
 
 def test_an_unreported_usage_is_estimated_from_the_text(user, conversation):

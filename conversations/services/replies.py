@@ -355,6 +355,8 @@ def _create_regeneration(
     conversation: Conversation, message_id: str, model: str | None, alive: list
 ) -> _Created:
     with transaction.atomic():
+        # First, as every start: the owner's limits lock before any reply's row does.
+        check_limits(owner_id=conversation.owner_id, conversation=conversation)
         conversation.refresh_from_db(
             fields=["title", "model", "system_prompt", "temperature", "tools"]
         )
@@ -370,7 +372,6 @@ def _create_regeneration(
             raise ChatError(errors.NOT_REGENERABLE)
         if last_reply.status == Message.Status.STREAMING:
             raise _busy()
-        check_limits(owner_id=conversation.owner_id, conversation=conversation)
         user_message = last_reply.reply_to
         try:
             with transaction.atomic():
