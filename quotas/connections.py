@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 TTL_S = 60.0
 REFRESH_S = 20.0
+# A connection waits no longer than this for Redis to count it.
+REDIS_TIMEOUT_S = 2.0
 
 # KEYS[1]: the person's set. ARGV: now, limit, TTL, the connection's member.
 _OPEN = """
@@ -68,9 +70,11 @@ async def open_connection(user_id: Any, kind: str) -> Callable[[], Awaitable[Non
         return _local_release(user_id)
     member = f"{kind}.{uuid.uuid4().hex}"
     try:
-        admitted = await client.eval(_OPEN, 1, key, time.time(), limit, TTL_S, member)
-    except Exception:
-        log.warning("could not count a live connection in Redis; let through", exc_info=True)
+        async with asyncio.timeout(REDIS_TIMEOUT_S):
+            admitted = await client.eval(_OPEN, 1, key, time.time(), limit, TTL_S, member)
+    except Exception as exc:
+        # Redis is down: the live layer with it, which the connection reports itself.
+        log.warning("could not count a live connection in Redis (%s); let through", exc)
         return _nothing
     if not admitted:
         raise errors.too_many_connections(limit)
@@ -81,8 +85,8 @@ async def open_connection(user_id: Any, kind: str) -> Callable[[], Awaitable[Non
             return
         try:
             await layer.redis(key).zrem(key, member)
-        except Exception:
-            log.warning("could not free a live connection's place; it expires", exc_info=True)
+        except Exception as exc:
+            log.warning("could not free a live connection's place (%s); it expires", exc)
 
     return release
 
@@ -120,8 +124,8 @@ async def _refresh_forever() -> None:
         await asyncio.sleep(REFRESH_S)
         try:
             await refresh()
-        except Exception:
-            log.warning("could not renew live connections' entries", exc_info=True)
+        except Exception as exc:
+            log.warning("could not renew live connections' entries (%s)", exc)
 
 
 _refresher: asyncio.Task | None = None
