@@ -67,12 +67,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # thousands separators on the quotas usage page
     "channels",
     "ninja",  # the API's interactive docs, served from its own static files
     "conversations",
     "review",
     "webhooks",
     "agents",
+    "quotas",
 ]
 
 MIDDLEWARE = [
@@ -248,6 +250,19 @@ CHAT_VIEWER_STALL_S = env_float("CHAT_VIEWER_STALL_S", 2.0)
 # Replies one user may have streaming at once, over every surface (0: no limit); one
 # more is refused with 429 before anything is saved.
 CHAT_MAX_STREAMING_PER_USER = env_int("CHAT_MAX_STREAMING_PER_USER", 4)
+
+# --- Quotas: how much each person may use -----------------------------------------------
+# quotas/ (README, "Quotas and rate limits"). The defaults for everyone; staff give a
+# group or a person other figures in the admin. 0: no limit.
+
+# Tokens (prompt + completion, as the model reports them) per day and per calendar
+# month (UTC); a reply that would start past either is refused until the next one.
+CHAT_QUOTA_TOKENS_PER_DAY = env_int("CHAT_QUOTA_TOKENS_PER_DAY", 0)
+CHAT_QUOTA_TOKENS_PER_MONTH = env_int("CHAT_QUOTA_TOKENS_PER_MONTH", 0)
+# Replies one person may start per minute, over every surface.
+CHAT_QUOTA_REQUESTS_PER_MINUTE = env_int("CHAT_QUOTA_REQUESTS_PER_MINUTE", 0)
+# Live connections (WebSockets and event streams) one person may hold open at once.
+CHAT_QUOTA_CONNECTIONS = env_int("CHAT_QUOTA_CONNECTIONS", 50)
 
 # --- Agents: tools the model may call ---------------------------------------------------
 # agents/ (README, "Tools"). A conversation with no tools takes the plain path.

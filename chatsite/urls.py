@@ -20,6 +20,7 @@ urlpatterns = [
     path("login/", chat_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("webhooks.urls")),
+    path("", include("quotas.urls")),
     path("", include("review.urls")),
     path("", include("conversations.urls")),
 ]

@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from . import errors, events, metrics, selectors
+from . import errors, events, hooks, metrics, selectors
 from .errors import ChatError
 from .live import viewer as live_viewer
 from .live.hub import LOST, hub
@@ -34,6 +34,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 # Closed after connecting: the channel layer was lost; the client reconnects.
 CLOSE_LIVE_LOST = 4503
+# Closed after an ``error`` event saying so: the user has too many live connections open.
+CLOSE_TOO_MANY_CONNECTIONS = 4429
 
 
 class Refused(Exception):
@@ -87,6 +89,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     watchdog: asyncio.Task | None = None
     subscriber = None
     counted = False  # in the open-connections gauge
+    release = None  # frees this connection's place among its user's (hooks.open_connection)
     # Snapshots and history pages cost a database read and a large frame each.
     expensive: TokenBucket | None = None
     # Held while one thing speaks to the client about the live state: a snapshot (read
@@ -109,6 +112,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
                 self.watchdog.cancel()
             if self.subscriber is not None:
                 await self.subscriber.close()
+            if self.release is not None:
+                await self.release()
 
     async def find_conversation(self, user, conversation_id) -> Conversation:
         """The conversation this user may watch, or Refused: their own."""
@@ -129,6 +134,14 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             await self.close(code=refused.code)
             return
         self.speaking = asyncio.Lock()
+        try:
+            self.release = await hooks.open_connection(user.pk, "websocket")
+        except ChatError as refused:
+            # Said before closing, so the page can tell why it is not live.
+            await self.accept()
+            await self.send_event(events.refusal(refused))
+            await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
+            return
         self.viewer = Viewer(
             conversation_id=self.conversation.id,
             emit=self.send_json_text,

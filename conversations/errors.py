@@ -27,6 +27,11 @@ SYSTEM_PROMPT_TOO_LONG = "system_prompt_too_long"
 TITLE_TOO_LONG = "title_too_long"
 TOO_MANY_REPLIES = "too_many_replies"
 RATE_LIMITED = "rate_limited"
+# Quotas (quotas/): a token budget spent, too many connections open at once.
+QUOTA_EXCEEDED = "quota_exceeded"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+# API keys: a key that may only read, sent to write.
+KEY_READ_ONLY = "key_read_only"
 READ_ONLY = "read_only"
 UNKNOWN_TYPE = "unknown_type"
 MODEL_NOT_FOUND = "model_not_found"
@@ -49,7 +54,10 @@ _STATUS = {
     MESSAGE_TOO_LONG: 413,
     TOO_MANY_REPLIES: 429,
     RATE_LIMITED: 429,
+    QUOTA_EXCEEDED: 429,
+    TOO_MANY_CONNECTIONS: 429,
     READ_ONLY: 403,
+    KEY_READ_ONLY: 403,
     MODEL_NOT_FOUND: 404,
 }
 
@@ -67,6 +75,10 @@ _WORDING = {
     EMPTY_TITLE: "A title cannot be empty.",
     INVALID_JSON: "Send one JSON object per frame.",
     READ_ONLY: "Staff watch conversations; they never write in them.",
+    KEY_READ_ONLY: (
+        "This API key may only read (its scope is `read`); use a key with the `chat` "
+        "scope to send, stop or call /v1."
+    ),
     INVALID_MESSAGES: "The last message must be the user's.",
     NOT_EDITABLE: "Only your own messages can be edited.",
     AGENT_STEP_LIMIT: (
@@ -156,10 +168,55 @@ def invalid_characters(field: str) -> ChatError:
     )
 
 
+# A refusal whose end nobody can tell (a reply or a connection must end first) says to
+# try again after this many seconds.
+RETRY_SOON_S = 1
+
+
 def too_many_replies(limit: int) -> ChatError:
     return ChatError(
-        TOO_MANY_REPLIES, f"You have {limit} replies streaming already; wait for one to finish."
+        TOO_MANY_REPLIES,
+        f"You have {limit} replies streaming already; wait for one to finish.",
+        retry_after=RETRY_SOON_S,
     )
+
+
+def quota_exceeded(period: str, used: int, limit: int, retry_after: float) -> ChatError:
+    """A token budget (``period``: "today" or "this month") spent; ``retry_after``: the
+    seconds until it starts again."""
+    return ChatError(
+        QUOTA_EXCEEDED,
+        f"You have used {used:,} of your {limit:,} tokens {period}; "
+        f"more are available in {_duration(retry_after)}.",
+        retry_after=retry_after,
+    )
+
+
+def requests_limited(limit: int, retry_after: float) -> ChatError:
+    """The replies a person may start per minute."""
+    return ChatError(
+        RATE_LIMITED,
+        f"You may start {limit} replies a minute; try again in {_duration(retry_after)}.",
+        retry_after=retry_after,
+    )
+
+
+def too_many_connections(limit: int) -> ChatError:
+    return ChatError(
+        TOO_MANY_CONNECTIONS,
+        f"You have {limit} live connections open already (tabs and event streams); "
+        "close one and try again.",
+        retry_after=RETRY_SOON_S,
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h".replace(".0 h", " h")
 
 
 def rate_limited(retry_after: float) -> ChatError:

@@ -23,6 +23,12 @@ class Conversation(models.Model):
     # The model's temperature for this conversation's replies (None: the server's own).
     temperature = models.FloatField(null=True, blank=True)
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.WEB)
+    # API traffic: made through an API key (the JSON API or /v1), which is kept here
+    # while it exists. Left out of the owner's chat sidebar unless they ask for it.
+    api_key = models.ForeignKey(
+        "ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="conversations"
+    )
+    api_traffic = models.BooleanField(default=False)
     # The names of the tools the model may call in this conversation (agents/registry.py);
     # empty: replies take the plain path, with no agent.
     tools = models.JSONField(default=list, blank=True)
@@ -162,9 +168,17 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100, blank=True)
     prefix = models.CharField(max_length=16, unique=True)
     hashed_key = models.CharField(max_length=64)
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read: list and read conversations, follow their events"
+        CHAT = "chat", "Chat: also send, stop, edit, and /v1"
+
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Refused from this moment on (None: never expires).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.CHAT)
 
     class Meta:
         ordering = ["-created_at"]

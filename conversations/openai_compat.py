@@ -25,9 +25,10 @@ from collections.abc import AsyncIterator
 
 from django.http import HttpRequest
 
-from . import errors, events, llm, openai_tools, selectors, sse
+from . import errors, events, hooks, llm, openai_tools, selectors, sse
 from .api.auth import ApiAuth
-from .api.errors import JsonAPI, field_path
+from .api.errors import JsonAPI, field_path, with_headers
+from .errors import ChatError
 from .live import streams, subscription
 from .llm import catalog
 from .models import Conversation, Message
@@ -43,6 +44,7 @@ from .services import conversations, replies, tool_exchanges
 log = logging.getLogger(__name__)
 
 DONE = "[DONE]"
+RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
 _STARTED = int(time.time())  # "created" of the models: when this worker started
 
 _ERROR_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
@@ -77,9 +79,12 @@ class OpenAIAPI(JsonAPI):
             ),
             status=status,
         )
-        if status == 429:
-            response["Retry-After"] = "1"
-        return response
+        return with_headers(response, status, extra.get("retry_after"))
+
+    def refuse(self, request: HttpRequest, exc: ChatError):
+        # OpenAI's SDKs read one code for every limit (and back off on Retry-After).
+        code = RATE_LIMIT_EXCEEDED if exc.status == 429 else exc.code
+        return self.error(request, exc.status, code, exc.detail, retry_after=exc.retry_after)
 
 
 def _param(errors: list[dict] | None) -> str | None:
@@ -91,7 +96,7 @@ openai_api = OpenAIAPI(
     title="chatsite OpenAI-compatible API",
     version="1",
     urls_namespace="openai",
-    auth=ApiAuth(),
+    auth=ApiAuth(reads_only_allowed=False),
     docs_url=None,
     openapi_url=None,
 )
@@ -224,42 +229,20 @@ async def chat_completions(request, body: ChatCompletionIn):
     max_tokens = completion_limit(body)
     options = {"max_tokens": max_tokens, "temperature": body.temperature}
     conversation_id = request.headers.get("X-Conversation-Id")
-    if openai_tools.uses_tools(body):  # the client's own tools: openai_tools.py
-        found = openai_tools.read(body)
-        continued = None
-        if conversation_id:
-            continued = await selectors.aowned_conversation(request.auth, conversation_id)
-        conversation, exchange = await tool_exchanges.tool_exchange_start(
-            owner=request.auth,
-            request=found,
-            conversation=continued,
-            options=options,
-            model=model,
-        )
-    elif conversation_id:
-        system, turns, content = split(body.messages)
-        conversation = await selectors.aowned_conversation(request.auth, conversation_id)
-        exchange = await replies.reply_start(
-            conversation=conversation, content=content, options=options, watch=True, model=model
-        )
-    else:
-        system, turns, content = split(body.messages)
-        conversation, exchange = await conversations.conversation_start(
-            owner=request.auth,
-            source=Conversation.Source.API,
-            system_prompt=system,
-            turns=turns,
-            content=content,
-            options=options,
-            watch=True,
-            model=model,
-        )
+    # A stream takes a place among the caller's live connections before anything starts.
+    release = await hooks.open_connection(request.auth.pk, "sse") if body.stream else None
+    try:
+        conversation, exchange = await _start(request, body, model, options, conversation_id)
+    except BaseException:
+        if release is not None:
+            await release()
+        raise
     watching = exchange.subscription
     completion = Completion(exchange.reply, max_tokens=max_tokens)
     named = {"X-Conversation-Id": str(conversation.id)}  # where the exchange is saved
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = _stream(watching, exchange, completion, include_usage)
+        chunks = _stream(watching, exchange, completion, include_usage, release)
         return sse.response(chunks, headers=named)
     try:
         reply = await subscription.final_message(watching, str(exchange.reply.id))
@@ -277,6 +260,44 @@ async def chat_completions(request, body: ChatCompletionIn):
     return response
 
 
+async def _start(request, body: ChatCompletionIn, model: str, options: dict, conversation_id):
+    """The exchange a request asks for: with the client's tools, in a conversation it
+    names, or in a new one (watched: the subscription exists before the reply starts)."""
+    if openai_tools.uses_tools(body):  # the client's own tools: openai_tools.py
+        found = openai_tools.read(body)
+        continued = None
+        if conversation_id:
+            continued = await selectors.aowned_conversation(request.auth, conversation_id)
+        conversation, exchange = await tool_exchanges.tool_exchange_start(
+            owner=request.auth,
+            request=found,
+            conversation=continued,
+            options=options,
+            model=model,
+            api_key=getattr(request, "api_key", None),
+        )
+    elif conversation_id:
+        system, turns, content = split(body.messages)
+        conversation = await selectors.aowned_conversation(request.auth, conversation_id)
+        exchange = await replies.reply_start(
+            conversation=conversation, content=content, options=options, watch=True, model=model
+        )
+    else:
+        system, turns, content = split(body.messages)
+        conversation, exchange = await conversations.conversation_start(
+            owner=request.auth,
+            source=Conversation.Source.API,
+            api_key=getattr(request, "api_key", None),
+            system_prompt=system,
+            turns=turns,
+            content=content,
+            options=options,
+            watch=True,
+            model=model,
+        )
+    return conversation, exchange
+
+
 def _data(payload: dict | str) -> str:
     return sse.frame(payload if isinstance(payload, str) else events.dumps(payload))
 
@@ -286,6 +307,7 @@ async def _stream(
     exchange: replies.Exchange,
     completion: Completion,
     include_usage: bool,
+    release,
 ) -> AsyncIterator[str]:
     """The reply as ``chat.completion.chunk`` events.
 
@@ -331,6 +353,8 @@ async def _stream(
         yield _data(ended)
     finally:
         await watching.close()
+        if release is not None:
+            await release()
 
 
 def _reply_text(event: events.Event, reply_id: str, sent: str) -> str | None:

@@ -122,14 +122,16 @@ async def history(conversation_id, before_id: uuid.UUID) -> events.Event | None:
     return events.history(str(conversation_id), messages, has_more=has_more)
 
 
-def conversations_matching(user, query: str) -> QuerySet[Conversation]:
+def conversations_matching(user, query: str, *, api: bool = False) -> QuerySet[Conversation]:
     """The sidebar search: a user's conversations whose title or any message contains
-    ``query``, newest activity first.
+    ``query``, newest activity first; those made through API keys only with ``api``.
 
     A plain case-insensitive ``icontains`` scan (on SQLite, case-insensitive for ASCII
     only): enough for one person's history; a full-text index would replace it here.
     """
     found = conversations_for(user)
+    if not api:
+        found = found.filter(api_traffic=False)
     query = query.strip()
     if not query:
         return found

@@ -31,8 +31,14 @@ from .services import conversations, presets
 HISTORY_LIMIT = 200
 
 
-def _history(user, query: str):
-    return selectors.conversations_matching(user, query)[:HISTORY_LIMIT]
+def _history(request: HttpRequest, query: str):
+    """The sidebar's entries; API traffic only when the page asks (``?api=1``)."""
+    shown = selectors.conversations_matching(request.user, query, api=_shows_api(request))
+    return shown[:HISTORY_LIMIT]
+
+
+def _shows_api(request: HttpRequest) -> bool:
+    return request.GET.get("api") == "1"
 
 
 def _page(
@@ -61,7 +67,8 @@ def _page(
             "missing": missing,
             "draft": draft,
             "refusal": refused.detail if refused else "",
-            "history": _history(request.user, query),
+            "history": _history(request, query),
+            "show_api": _shows_api(request),
             "current_id": conversation.id if conversation else None,
             "query": query,
             "models": catalog.models(),
@@ -200,7 +207,7 @@ def search(request: HttpRequest) -> HttpResponse:
         request,
         "conversations/_history.html",
         {
-            "history": _history(request.user, query),
+            "history": _history(request, query),
             "query": query,
             "current_id": _uuid_or_none(request.GET.get("current", "")),
         },

@@ -79,6 +79,17 @@ def _fresh_layer_and_fast_model(settings):
 
 
 @pytest.fixture(autouse=True)
+def _quotas_afresh():
+    """What staff set is remembered per user id for a few seconds (quotas/limits.py),
+    and the in-memory layer's connections are counted per user id in the process
+    (quotas/connections.py); a rolled-back test's user id comes again in the next."""
+    from quotas import connections, limits
+
+    limits.forget()
+    connections.forget()
+
+
+@pytest.fixture(autouse=True)
 async def _runs_end_with_their_test():
     """A run left streaming would write to a database the next test has flushed."""
     yield

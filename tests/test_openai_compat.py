@@ -406,7 +406,8 @@ def test_a_rate_limited_request_retried_by_the_sdk_never_starts_a_reply(server, 
         client.with_options(max_retries=1).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}]
         )
-    assert refused.value.code == "too_many_replies"
+    assert refused.value.code == "rate_limit_exceeded"
+    assert "replies streaming already" in refused.value.message
     assert Conversation.objects.count() == 1  # nor a conversation for the refused ones
     assert Message.objects.count() == 2
     httpx.post(f"{server.url}/api/conversations/{busy}/stop", headers=bearer(key))

@@ -1,5 +1,6 @@
 """Who calls the HTTP APIs: ``Authorization: Bearer <API key>``, else the browser's
-session (with its CSRF token on anything but a read)."""
+session (with its CSRF token on anything but a read). A key must be neither revoked nor
+expired, and a key of scope ``read`` only reads (403 ``key_read_only`` otherwise)."""
 
 import hashlib
 import hmac
@@ -7,13 +8,16 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.errors import AuthenticationError, HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
+from .. import errors
 from ..db import db_call
+from ..errors import ChatError
 from ..models import ApiKey
 from ..services.apikeys import KEY_START, PREFIX_CHARS, hash_key
 
@@ -23,11 +27,14 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _NO_MATCH = hashlib.sha256(b"no such key").hexdigest()
 
 
-def key_owner(raw: str):
-    """The active user a key belongs to, or None (unknown, revoked, inactive user)."""
+def find_key(raw: str) -> ApiKey | None:
+    """The key ``raw`` is, when it may be used now (with its owner), else None: unknown,
+    revoked, expired, or its owner inactive."""
+    now = timezone.now()
     key = (
         ApiKey.objects.select_related("owner")
         .filter(prefix=raw[:PREFIX_CHARS], revoked_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
         .first()
         if raw.startswith(KEY_START)
         else None
@@ -36,31 +43,38 @@ def key_owner(raw: str):
     matches = hmac.compare_digest(key.hashed_key if key else _NO_MATCH, hash_key(raw))
     if key is None or not matches or not key.owner.is_active:
         return None
-    now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-    return key.owner
+    return key
 
 
-# A key's owner is remembered for this long (and a wrong key's "nobody" too): busy
-# integrations make no database call per request, and a revoked key stops working
-# within a second on every worker.
+def key_owner(raw: str):
+    """The active user a usable key belongs to, or None."""
+    key = find_key(raw)
+    return key.owner if key is not None else None
+
+
+# A key (and a wrong key's "nobody" too) is remembered for this long: busy integrations
+# make no database call per request, and a revoked or expired key stops working within
+# a second on every worker.
 KEY_CACHE_S = 1.0
 _recent: dict[str, tuple[float, Any]] = {}
 
 
-async def akey_owner(raw: str):
-    """key_owner, remembered for KEY_CACHE_S."""
+async def afind_key(raw: str) -> ApiKey | None:
+    """find_key, remembered for KEY_CACHE_S (and never past the key's expiry)."""
     digest = hash_key(raw)
     now = time.monotonic()
     found = _recent.get(digest)
     if found is not None and found[0] > now:
-        return found[1]
-    owner = await db_call(key_owner, raw)
+        key = found[1]
+        if key is None or key.expires_at is None or key.expires_at > timezone.now():
+            return key
+    key = await db_call(find_key, raw)
     if len(_recent) > 10_000:
         _recent.clear()
-    _recent[digest] = (now + KEY_CACHE_S, owner)
-    return owner
+    _recent[digest] = (now + KEY_CACHE_S, key)
+    return key
 
 
 class CsrfFailed(HttpError):
@@ -78,6 +92,12 @@ class ApiAuth(HttpBearer):
 
     csrf = True  # tells the interactive docs to send the token
 
+    def __init__(self, *, reads_only_allowed: bool = True) -> None:
+        super().__init__()
+        # Whether a key of scope ``read`` may make this API's reads (False: /v1, which
+        # is all chat).
+        self.reads_only_allowed = reads_only_allowed
+
     async def __call__(self, request: HttpRequest):
         header = request.headers.get("Authorization")
         if header is not None:
@@ -93,4 +113,12 @@ class ApiAuth(HttpBearer):
         return user
 
     async def authenticate(self, request: HttpRequest, token: str):
-        return await akey_owner(token)
+        key = await afind_key(token)
+        if key is None:
+            return None
+        if key.scope == ApiKey.Scope.READ and (
+            not self.reads_only_allowed or request.method not in SAFE_METHODS
+        ):
+            raise ChatError(errors.KEY_READ_ONLY)
+        request.api_key = key  # what the conversations it makes are marked with
+        return key.owner

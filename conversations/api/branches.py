@@ -1,6 +1,7 @@
 """The API's edit and branch routes: editing a sent message (a new branch, its reply
 streamed like a send's) and choosing which branch a conversation shows."""
 
+import functools
 import uuid
 
 from .. import errors, selectors, sse
@@ -16,7 +17,7 @@ from .schemas import (
     ExchangeOut,
     SendIn,
 )
-from .views import api, exchange_answer, read_conversation
+from .views import answer_send, api, read_conversation
 
 
 def _message_id(value: str) -> str:
@@ -41,15 +42,15 @@ async def edit_message(request, conversation_id: ConversationId, message_id: str
     202. 409 while a reply streams; 400 `not_editable` for a reply."""
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     streamed = sse.wants_event_stream(request)
-    exchange = await replies.reply_edit(
+    start = functools.partial(
+        replies.reply_edit,
         conversation=conversation,
         message_id=_message_id(message_id),
         content=body.content,
         client_id=body.client_id,
-        watch=streamed,
         model=body.model,
     )
-    return exchange_answer(conversation, exchange, streamed=streamed)
+    return await answer_send(request, conversation, start, streamed=streamed)
 
 
 @api.post(

@@ -8,6 +8,7 @@ own (validation is 400, not 422; a string holding a character that cannot be sto
 """
 
 import logging
+import math
 from functools import wraps
 
 from asgiref.sync import iscoroutinefunction
@@ -53,17 +54,14 @@ class JsonAPI(NinjaAPI):
             self.add_exception_handler(exc_class, handler)
 
     def refuse(self, request: HttpRequest, exc: ChatError):
-        return self.error(request, exc.status, exc.code, exc.detail)
+        extra = {} if exc.retry_after is None else {"retry_after": exc.retry_after}
+        return self.error(request, exc.status, exc.code, exc.detail, **extra)
 
     def error(self, request: HttpRequest, status: int, code: str, detail: str, **extra):
         response = self.create_response(
             request, {"code": code, "detail": detail, **extra}, status=status
         )
-        if status == 401:
-            response["WWW-Authenticate"] = "Bearer"
-        elif status == 429:
-            response["Retry-After"] = "1"
-        return response
+        return with_headers(response, status, extra.get("retry_after"))
 
     def _invalid(self, request: HttpRequest, exc: ValidationError) -> HttpResponse:
         for error in exc.errors:
@@ -103,6 +101,16 @@ class JsonAPI(NinjaAPI):
 
     def _not_found(self, request: HttpRequest) -> HttpResponse:
         return self.error(request, 404, "not_found", f"No endpoint at {request.path}.")
+
+
+def with_headers(response: HttpResponse, status: int, retry_after: float | None):
+    """The headers a refusal's status asks for: who to be (401), when to come back (429,
+    in whole seconds, at least one)."""
+    if status == 401:
+        response["WWW-Authenticate"] = "Bearer"
+    elif status == 429:
+        response["Retry-After"] = str(max(1, math.ceil(retry_after or 1)))
+    return response
 
 
 _HTTP_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 429: "too_many_requests"}

@@ -29,6 +29,8 @@ class ConversationOut(Schema):
 class ErrorOut(Schema):
     code: str
     detail: str
+    # A limit (429): the seconds until the request may succeed (also in Retry-After).
+    retry_after: float | None = None
 
 
 class UsageOut(Schema):
@@ -171,4 +173,4 @@ SSE_RESPONSE = {
     ),
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
 }
-REFUSALS = {status: ErrorOut for status in (400, 401, 404, 409, 413, 429)}
+REFUSALS = {status: ErrorOut for status in (400, 401, 403, 404, 409, 413, 429)}

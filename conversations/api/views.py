@@ -8,6 +8,7 @@ streams. The objects are the event protocol's own (events.message_out,
 events.conversation_out); schemas.py describes them for the OpenAPI document.
 """
 
+import functools
 from typing import Annotated
 
 from channels.db import database_sync_to_async
@@ -15,7 +16,7 @@ from ninja import Query, Status
 
 from agents import registry
 
-from .. import errors, events, selectors, sse
+from .. import errors, events, hooks, selectors, sse
 from ..errors import ChatError
 from ..live import streams, subscription
 from ..models import Conversation
@@ -55,8 +56,11 @@ api = JsonAPI(
         "models and presets, edits and branches, exports and imports. Authenticate with "
         "`Authorization: Bearer <API key>`: make a key in the chat from the account menu "
         "(your name at the bottom left of the sidebar) → **API keys** (`/settings/api-keys/`), "
-        "or with `manage.py create_api_key USERNAME`. The event protocol is the web "
-        "chat's own (docs/protocol.md).\n\n"
+        "or with `manage.py create_api_key USERNAME`. A key of scope `read` only reads "
+        "(anything else is 403 `key_read_only`); an expired or revoked key is 401. Past a "
+        "quota or rate limit a request is 429 (`quota_exceeded`, `rate_limited`, "
+        "`too_many_replies`, `too_many_connections`) with `retry_after` and `Retry-After`. "
+        "The event protocol is the web chat's own (docs/protocol.md).\n\n"
         "**OpenAI-compatible endpoint** (`/v1`, the same keys), for the openai SDK, "
         "LangChain's `ChatOpenAI` and anything written for OpenAI's Chat Completions:\n\n"
         "- `GET /v1/models`: the models (the names of `GET /api/models`), and "
@@ -118,7 +122,7 @@ async def create_conversation(request, body: ConversationIn):
     """A `preset` gives the model, system prompt and temperature; fields given beside
     it win. An unknown `model` is 400 `model_not_found`, naming the models; `tools`
     (absent: the server's default tools) an unknown one `400 unknown_tool`."""
-    conversation = await database_sync_to_async(_create)(request.auth, body)
+    conversation = await database_sync_to_async(_create)(request, body)
     return Status(201, events.conversation_out(conversation))
 
 
@@ -138,7 +142,8 @@ async def read_conversation(request, conversation_id: ConversationId):
     return {**snapshot["conversation"], "messages": snapshot["messages"]}
 
 
-def _create(owner, body: ConversationIn) -> Conversation:
+def _create(request, body: ConversationIn) -> Conversation:
+    owner = request.auth
     preset = presets.preset_for(owner, body.preset) if body.preset is not None else None
     given = body.model_dump(include={"model", "temperature"}, exclude_none=True)
     if body.system_prompt:
@@ -146,6 +151,7 @@ def _create(owner, body: ConversationIn) -> Conversation:
     return conversations.conversation_create(
         owner=owner,
         source=Conversation.Source.API,
+        api_key=getattr(request, "api_key", None),
         title=body.title.strip(),
         tools=body.tools,
         **{**presets.preset_settings(preset), **given},
@@ -226,19 +232,51 @@ async def send_message(request, conversation_id: ConversationId, body: SendIn):
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     prefer = request.headers.get("Prefer", "").lower()
     streamed = sse.wants_event_stream(request) and body.wait and "respond-async" not in prefer
-    exchange = await replies.reply_start(
+    start = functools.partial(
+        replies.reply_start,
         conversation=conversation,
         content=body.content,
         client_id=body.client_id,
-        watch=streamed,
         model=body.model,
     )
-    return exchange_answer(conversation, exchange, streamed=streamed)
+    return await answer_send(request, conversation, start, streamed=streamed)
 
 
-def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, streamed: bool):
-    """A send's answer: its events as SSE (``streamed``), else 202 with both messages."""
-    if not streamed:
+async def answer_send(request, conversation: Conversation, start, *, streamed: bool):
+    """Start a reply (``start``, a service called with ``watch``) and answer: its events
+    as SSE (``streamed``: the stream takes a place among the caller's connections
+    first), else 202 with both messages."""
+    release = await live_connection(request) if streamed else None
+    try:
+        exchange = await start(watch=streamed)
+    except BaseException:
+        if release is not None:
+            await release()
+        raise
+    return exchange_answer(conversation, exchange, release=release)
+
+
+async def live_connection(request):
+    """A place for one more event stream of the caller's, or a refusal (429
+    ``too_many_connections``); returns what frees it when the stream ends."""
+    return await hooks.open_connection(request.auth.pk, "sse")
+
+
+def closing(*closers):
+    """What ends a stream: each of ``closers`` (None: none), in order."""
+
+    async def close() -> None:
+        for closer in closers:
+            if closer is not None:
+                await closer()
+
+    return close
+
+
+def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, release=None):
+    """A send's answer: its events as SSE (with ``release``, the stream's place among the
+    caller's connections), else 202 with both messages."""
+    if release is None:
         return Status(
             202,
             {
@@ -250,7 +288,9 @@ def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, s
         )
     watching = exchange.subscription
     return sse.response(
-        sse.framed(streams.follow_reply(watching, exchange), on_close=watching.close)
+        sse.framed(
+            streams.follow_reply(watching, exchange), on_close=closing(watching.close, release)
+        )
     )
 
 
@@ -267,9 +307,16 @@ async def conversation_events(request, conversation_id: ConversationId):
     after that token (no duplicate, no gap), or get the final event of a reply that
     ended meanwhile."""
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
-    watching = await replies.subscribe(conversation.id)  # before the snapshot is read
+    release = await live_connection(request)
+    try:
+        watching = await replies.subscribe(conversation.id)  # before the snapshot is read
+    except BaseException:
+        await release()
+        raise
     resume = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
-    return sse.response(sse.framed(streams.live_events(watching, resume), on_close=watching.close))
+    return sse.response(
+        sse.framed(streams.live_events(watching, resume), on_close=closing(watching.close, release))
+    )
 
 
 @api.post(

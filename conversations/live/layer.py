@@ -2,7 +2,7 @@
 conversation, the process running its reply, one channel) and whether it is up.
 
 The only module that knows channels_redis' internals (``consistent_hash`` and
-``connection``, in ``reachable``; tests/test_pins.py pins them). The layer is lossy by
+``connection``, in ``reachable`` and ``redis``; tests/test_pins.py pins them). The layer is lossy by
 design — the database holds the durable copy — so senders decide what a failure means.
 """
 
@@ -63,3 +63,12 @@ async def reachable(conversation_id: Any) -> bool:
     except Exception:
         return False
     return True
+
+
+def redis(key: str):
+    """The layer's Redis connection (of this event loop) for a key of another app's
+    (quotas/connections.py), or None on the in-memory layer."""
+    current = layer()
+    if not hasattr(current, "consistent_hash"):
+        return None
+    return current.connection(current.consistent_hash(key))

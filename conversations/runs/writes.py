@@ -139,6 +139,7 @@ def save_final(message_id: str, *, status: str, **fields: Any) -> Message | None
     )
     if not updated:
         return None
-    message = Message.objects.get(pk=message_id)
+    # With its conversation: the hooks ask whose reply it is (quotas/).
+    message = Message.objects.select_related("conversation").get(pk=message_id)
     hooks.run(hooks.reply_final, message)
     return message

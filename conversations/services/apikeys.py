@@ -10,6 +10,7 @@ key is ever logged.
 import hashlib
 import secrets
 import string
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -25,15 +26,30 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def create_api_key(*, owner, name: str = "") -> tuple[ApiKey, str]:
-    """A new key for ``owner``; returns the saved row and the key, which is shown once."""
+def create_api_key(
+    *,
+    owner,
+    name: str = "",
+    scope: str = ApiKey.Scope.CHAT,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key for ``owner``, of ``scope`` (``read`` or ``chat``), refused from
+    ``expires_at`` on (None: never); returns the saved row and the key, which is shown
+    once."""
+    if scope not in ApiKey.Scope.values:
+        raise ValueError(f"unknown API key scope {scope!r}")
     for _ in range(5):
         prefix = KEY_START + "".join(secrets.choice(_ALPHABET) for _ in range(8))
         raw = f"{prefix}_{secrets.token_urlsafe(32)}"
         try:
             with transaction.atomic():
                 key = ApiKey.objects.create(
-                    owner=owner, name=name.strip()[:100], prefix=prefix, hashed_key=hash_key(raw)
+                    owner=owner,
+                    name=name.strip()[:100],
+                    prefix=prefix,
+                    hashed_key=hash_key(raw),
+                    scope=scope,
+                    expires_at=expires_at,
                 )
         except IntegrityError:  # a prefix taken already: 62**8 makes this rare
             continue
@@ -43,8 +59,10 @@ def create_api_key(*, owner, name: str = "") -> tuple[ApiKey, str]:
 
 def revoke_api_key(*, owner, key_id: int) -> bool:
     """Revoke one of ``owner``'s keys; it stops working with the next request."""
-    return bool(
-        ApiKey.objects.filter(owner=owner, pk=key_id, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
-        )
-    )
+    return bool(revoke_api_keys(keys=ApiKey.objects.filter(owner=owner, pk=key_id)))
+
+
+def revoke_api_keys(*, keys) -> int:
+    """Revoke the ``keys`` (a query of them) still in use, anyone's (staff, in the
+    admin); returns how many were."""
+    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -18,7 +18,7 @@ from ..db import db_call
 from ..errors import ChatError
 from ..live import control
 from ..llm import catalog
-from ..models import Conversation, Message
+from ..models import ApiKey, Conversation, Message
 from ..text import check_text
 from . import replies
 from .replies import Exchange
@@ -44,16 +44,19 @@ def conversation_create(
     model: str | None = None,
     temperature: float | None = None,
     tools: Sequence[str] | None = None,
+    api_key: ApiKey | None = None,
 ) -> Conversation:
     """A new conversation; ``turns`` (role, content, and for a /v1 client's tool calls
     or results a dict of more fields) are earlier messages it starts with, as an
     integration that sends a whole chat history brings them. ``model``: a catalog name
     (None: the default). ``tools``: the names of the tools its model may call (None:
-    CHAT_DEFAULT_TOOLS)."""
+    CHAT_DEFAULT_TOOLS). ``api_key``: the key it is made through, which marks it as API
+    traffic."""
     check_new(title=title, system_prompt=system_prompt, turns=turns)
     conversation = Conversation(
         owner=owner,
         source=source,
+        **through(api_key),
         title=title,
         system_prompt=system_prompt,
         model=catalog.check(model) if model is not None else catalog.default().name,
@@ -62,6 +65,11 @@ def conversation_create(
     with transaction.atomic():
         _save_new(conversation, turns, tools)
     return conversation
+
+
+def through(api_key: ApiKey | None) -> dict:
+    """A new conversation's fields that say which API key made it (API traffic)."""
+    return {"api_key": api_key, "api_traffic": api_key is not None}
 
 
 def _save_new(
@@ -101,6 +109,7 @@ async def conversation_start(
     model: str | None = None,
     temperature: float | None = None,
     tools: Sequence[str] | None = None,
+    api_key: ApiKey | None = None,
 ) -> tuple[Conversation, Exchange]:
     """A new conversation and its first message's reply, or nothing at all: the
     conversation is saved in the same transaction as the message and the reply, so a
@@ -112,6 +121,7 @@ async def conversation_start(
         id=uuid.uuid4(),
         owner=owner,
         source=source,
+        **through(api_key),
         title=replies.title_from(first) if turns else "",
         system_prompt=system_prompt,
         model=catalog.check(model) if model is not None else catalog.default().name,

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import errors, events, llm, metrics, selectors
+from .. import errors, events, hooks, llm, metrics, selectors
 from ..db import db
 from ..errors import ChatError
 from ..live import control, layer
@@ -71,20 +71,13 @@ async def _check_live(conversation: Conversation) -> None:
         raise ChatError(errors.LIVE_UNAVAILABLE)
 
 
-def check_streaming_limit(*, owner_id: Any, conversation: Conversation | None = None) -> None:
-    """Refuse a new reply while the user already has ``CHAT_MAX_STREAMING_PER_USER``
-    replies streaming elsewhere (0: no limit). A busy ``conversation`` is refused as
-    busy (409) by the database, so its own reply is not counted here."""
-    limit = settings.CHAT_MAX_STREAMING_PER_USER
-    if not limit:
-        return
-    streaming = Message.objects.filter(
-        conversation__owner_id=owner_id, status=Message.Status.STREAMING
-    )
-    if conversation is not None:
-        streaming = streaming.exclude(conversation=conversation)
-    if streaming.count() >= limit:
-        raise errors.too_many_replies(limit)
+def check_limits(*, owner_id: Any, conversation: Conversation | None = None) -> None:
+    """Refuse a new reply past one of its owner's limits (quotas/: tokens, replies per
+    minute, replies streaming at once), in the transaction that would start it, before
+    anything of it is saved. ``conversation``: the one the reply would stream in (None:
+    a new one); a busy one is refused as busy (409) by the database, so its own reply
+    is not counted."""
+    hooks.run(hooks.reply_starting, owner_id, conversation)
 
 
 def title_from(content: str) -> str:
@@ -114,7 +107,7 @@ def _create_exchange(
     new: Callable[[], None] | None = None,
 ) -> _Created:
     """Save the user message and the streaming reply: one trip to a database thread, one
-    transaction — the per-user limit, both rows (at the end of the active branch, or for
+    transaction — the owner's limits, both rows (at the end of the active branch, or for
     an ``edited`` message beside it, on a new branch that becomes the active one), the
     conversation's activity and the history the model sees. With ``new`` the
     conversation itself is saved first, in the same transaction. ``model``: the one
@@ -127,6 +120,9 @@ def _create_exchange(
     for attempt in (1, 2):
         try:
             with transaction.atomic():
+                check_limits(
+                    owner_id=conversation.owner_id, conversation=None if new else conversation
+                )
                 if new is not None:
                     new()
                 else:
@@ -135,9 +131,6 @@ def _create_exchange(
                     conversation.refresh_from_db(
                         fields=["title", "model", "system_prompt", "temperature", "tools"]
                     )
-                check_streaming_limit(
-                    owner_id=conversation.owner_id, conversation=None if new else conversation
-                )
                 parent = (
                     _edited(conversation, edited).parent
                     if edited
@@ -358,6 +351,8 @@ def _create_regeneration(
     conversation: Conversation, message_id: str, model: str | None, alive: list
 ) -> _Created:
     with transaction.atomic():
+        # First, as every start: the owner's limits lock before any reply's row does.
+        check_limits(owner_id=conversation.owner_id, conversation=conversation)
         conversation.refresh_from_db(
             fields=["title", "model", "system_prompt", "temperature", "tools"]
         )
@@ -373,7 +368,6 @@ def _create_regeneration(
             raise ChatError(errors.NOT_REGENERABLE)
         if last_reply.status == Message.Status.STREAMING:
             raise _busy()
-        check_streaming_limit(owner_id=conversation.owner_id, conversation=conversation)
         user_message = last_reply.reply_to
         try:
             with transaction.atomic():

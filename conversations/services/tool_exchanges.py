@@ -1,8 +1,8 @@
 """Starting a ``/v1`` reply whose client offers its own tools (openai_tools.py).
 
 Like replies.reply_start, with the same rules (written there, used from here): the
-live layer must be up, a conversation streams one reply at a time, a user streams at
-most CHAT_MAX_STREAMING_PER_USER replies. What differs is what is saved and what the
+live layer must be up, a conversation streams one reply at a time, the owner's limits
+(quotas/) hold. What differs is what is saved and what the
 model sees: the new message may be the client's tool results (``tool`` rows) rather
 than a user message, and the model sees the request's own messages, with the
 client's tools bound to it.
@@ -19,12 +19,12 @@ from .. import events, llm, selectors
 from ..db import db
 from ..live import control
 from ..llm import catalog
-from ..models import Conversation, Message
+from ..models import ApiKey, Conversation, Message
 from ..openai_tools import ToolRequest, first_user_text
 from ..runs import registry
 from ..runs.client_tools import start_client_tools_run
 from . import replies, sweeper
-from .conversations import _save_new, check_new
+from .conversations import _save_new, check_new, through
 from .replies import Exchange
 
 
@@ -54,11 +54,11 @@ def _create(
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                if new is not None:
-                    new()
-                replies.check_streaming_limit(
+                replies.check_limits(
                     owner_id=conversation.owner_id, conversation=None if new else conversation
                 )
+                if new is not None:
+                    new()
                 parent = None if new is not None else selectors.leaf(conversation.id)
                 rows = []
                 for role, content, more in request.inputs:
@@ -90,11 +90,12 @@ async def tool_exchange_start(
     conversation: Conversation | None = None,
     options: dict,
     model: str | None = None,
+    api_key: ApiKey | None = None,
 ) -> tuple[Conversation, Exchange]:
     """Save the request's new message(s) and start the reply (watched: the exchange's
     subscription exists before the reply starts). Without ``conversation`` a new one
     holds the request's history, saved in the same transaction: a refusal leaves no
-    trace."""
+    trace. ``api_key``: the key the request came with (API traffic)."""
     new = None
     if conversation is None:
         check_new(title="", system_prompt=request.system, turns=request.history)
@@ -102,6 +103,7 @@ async def tool_exchange_start(
             id=uuid.uuid4(),
             owner=owner,
             source=Conversation.Source.API,
+            **through(api_key),
             title=replies.title_from(first_user_text(request)),
             system_prompt=request.system,
             model=catalog.check(model) if model is not None else catalog.default().name,

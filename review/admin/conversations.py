@@ -89,6 +89,7 @@ class ConversationAdmin(admin.ModelAdmin):
         "flagged",
         ReviewedFilter,
         "source",
+        "api_traffic",
         "model",
         ("created_at", admin.DateFieldListFilter),
         ("updated_at", LastActivityFilter),

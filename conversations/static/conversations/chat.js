@@ -566,6 +566,21 @@
       requestResync();
     }
 
+    function applyFinal(event) {
+      upsert(event.message);
+      // What a reply spent counts against the quota (quotas/static/quotas/usage.js).
+      document.dispatchEvent(new CustomEvent("chatsite:reply-ended"));
+    }
+
+    function untilText(seconds) {
+      const at = new Date(Date.now() + seconds * 1000);
+      const sameDay = at.toDateString() === new Date().toDateString();
+      const options = sameDay
+        ? { hour: "2-digit", minute: "2-digit", second: seconds < 120 ? "2-digit" : undefined }
+        : { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" };
+      return `(until ${at.toLocaleString([], options)})`;
+    }
+
     function applyError(event) {
       if (event.client_id && pending.has(event.client_id)) {
         // The message was refused: give the text back to the composer.
@@ -586,7 +601,12 @@
         setTimeout(requestResync, (event.retry_after || 1) * 1000);
         return;
       }
-      showNotice(event.detail || event.code);
+      if (event.retry_after >= 5) {
+        // A limit: say until when, in the person's own clock, and long enough to read.
+        showNotice(`${event.detail} ${untilText(event.retry_after)}`, 20000);
+      } else {
+        showNotice(event.detail || event.code);
+      }
       structureChanged = true; // e.g. a refused regenerate: show its button again
       schedule(null);
     }
@@ -598,10 +618,10 @@
       "tool.started": applyToolEvent,
       "tool.completed": applyToolEvent,
       "message.created": applyCreated,
-      "message.completed": (event) => upsert(event.message),
-      "message.failed": (event) => upsert(event.message),
-      "message.cancelled": (event) => upsert(event.message),
-      "message.interrupted": (event) => upsert(event.message),
+      "message.completed": applyFinal,
+      "message.failed": applyFinal,
+      "message.cancelled": applyFinal,
+      "message.interrupted": applyFinal,
       "conversation.updated": (event) => applyConversation(event.conversation),
       "branch.switched": applyBranchSwitched,
       error: applyError,
@@ -658,7 +678,9 @@
         // brings the page up to date.
         const delay = Math.min(30000, 500 * 2 ** attempts) * (0.5 + Math.random() / 2);
         attempts += 1;
-        setConnection("reconnecting", "Reconnecting…");
+        // 4429: the person has too many tabs and streams open (the error event said so).
+        setConnection("reconnecting",
+          close.code === 4429 ? "Too many connections open; retrying…" : "Reconnecting…");
         retryTimer = setTimeout(connect, delay);
       });
     }

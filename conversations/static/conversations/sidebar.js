@@ -37,6 +37,8 @@
 
   const list = $("#history");
   const searchInput = $("#search-input");
+  // "API conversations": those made through API keys, left out unless asked for.
+  const showApi = $("[data-part=show-api]");
   const currentId = list ? list.dataset.current || "" : "";
   let searchTicket = 0;
   let searchTimer = 0;
@@ -52,6 +54,7 @@
     const url = new URL(list.dataset.searchUrl, location.href);
     url.searchParams.set("q", searchInput.value.trim());
     if (currentId) url.searchParams.set("current", currentId);
+    if (showApi && showApi.checked) url.searchParams.set("api", "1");
     let response;
     try {
       response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
@@ -104,6 +107,7 @@
       clearTimeout(searchTimer);
       reloadHistory();
     });
+    if (showApi) showApi.addEventListener("change", () => reloadHistory());
     searchInput.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && searchInput.value) {
         searchInput.value = "";

@@ -1,0 +1,1 @@
+"""Quotas and rate limits: how much each person may use the models, and how."""
