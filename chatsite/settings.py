@@ -8,6 +8,7 @@ model server. The table in README.md lists every variable.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -68,11 +69,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",  # login throttling (access/throttling.py)
     "ninja",  # the API's interactive docs, served from its own static files
     "conversations",
     "review",
     "webhooks",
     "agents",
+    "access",
 ]
 
 MIDDLEWARE = [
@@ -84,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chatsite.middleware.content_security_policy",
+    # Last: turns a login axes refused into the lockout page (access/throttling.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -306,6 +311,47 @@ CHAT_WEBHOOK_DISABLE_AFTER_S = env_float("CHAT_WEBHOOK_DISABLE_AFTER_S", 5 * 864
 # and how many attempts it has in flight at most.
 CHAT_WEBHOOK_POLL_S = env_float("CHAT_WEBHOOK_POLL_S", 2)
 CHAT_WEBHOOK_CONCURRENCY = env_int("CHAT_WEBHOOK_CONCURRENCY", 10)
+
+# --- Access: login throttling, API-key throttling -------------------------------------
+# access/ (README, "Access"). Failed logins (the chat's and the admin's) are counted per
+# username and per address by django-axes in the database every worker shares; past the
+# limit the username, or the address, is refused until the cool-off ends.
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out login before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("CHAT_LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=env_float("CHAT_LOGIN_COOLOFF_S", 900))
+# Each entry is counted on its own: the username alone, the address alone.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Attempts refused during a lockout neither count nor extend it: the cool-off runs from
+# the failure that locked.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "access.throttling.lockout_response"
+# The address daphne saw: with --proxy-headers (behind nginx) it is taken from the
+# proxy's X-Forwarded-For; a header a client sends directly is never trusted.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_VERBOSE = False
+# Failed API-key authentications per address and fixed window; past the limit the
+# address is refused with 429 until the window ends (0: no limit).
+CHAT_KEY_FAILURE_LIMIT = env_int("CHAT_KEY_FAILURE_LIMIT", 20)
+CHAT_KEY_FAILURE_WINDOW_S = env_float("CHAT_KEY_FAILURE_WINDOW_S", 300)
+
+# The cache holds the API-key failure counts: Redis when it is configured, so every
+# worker counts together; else this process's memory (one worker).
+if env_list("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_list("REDIS_URL")[0],
+            "KEY_PREFIX": os.environ.get("CHANNEL_PREFIX", "chatsite"),
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
 
 # --- Accounts, static files, i18n -------------------------------------------------------
 

@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 from . import errors, events, metrics, selectors
 from .errors import ChatError
 from .live import viewer as live_viewer
-from .live.hub import LOST, hub
+from .live.credentials import Credential
+from .live.hub import ENDED, LOST, hub
 from .live.viewer import Viewer
 from .models import Conversation
 from .services import branches, replies
@@ -34,6 +35,9 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 # Closed after connecting: the channel layer was lost; the client reconnects.
 CLOSE_LIVE_LOST = 4503
+# Closed after connecting, after a ``session.ended`` event: the credential the
+# connection was opened with ended (logout, password change, deactivation, deletion).
+CLOSE_SESSION_ENDED = CLOSE_UNAUTHENTICATED
 
 
 class Refused(Exception):
@@ -86,6 +90,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     viewer: Viewer | None = None
     watchdog: asyncio.Task | None = None
     subscriber = None
+    credential: Credential | None = None
     counted = False  # in the open-connections gauge
     # Snapshots and history pages cost a database read and a large frame each.
     expensive: TokenBucket | None = None
@@ -135,9 +140,13 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.counted = True
         metrics.CONNECTIONS.labels("websocket").inc()
+        self.credential = Credential.of_session(user, self.scope.get("session"))
         try:
             # Subscribe before reading the snapshot, so no frame falls between the two.
             self.subscriber = await hub().subscribe(self.conversation.id)
+            # The user's control messages come the same way: this connection ends with
+            # the session it was opened with.
+            await hub().watch_user(self.subscriber, user.pk)
         except Exception:
             # Show what is saved, then close: the page reconnects with backoff and is
             # live again once the layer is back, rather than open and silently stale.
@@ -230,11 +239,17 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     # --- live events → client -----------------------------------------------------------
 
     async def on_live(self, message: dict) -> None:
-        """What the hub brings this viewer: frames, fill answers — or the news that the
-        channel layer is gone, when the page must reconnect to be live again."""
+        """What the hub brings this viewer: frames, fill answers, its user's control
+        messages — or the news that the channel layer is gone, when the page must
+        reconnect to be live again."""
         if message is LOST:
             log.warning("channel layer lost; closing a viewer so it reconnects")
             await self.close(code=CLOSE_LIVE_LOST)
+            return
+        if message.get("type") == ENDED:
+            if self.credential is not None and self.credential.ended_by(message["ends"]):
+                await self.send_event(events.session_ended(message["reason"]))
+                await self.close(code=CLOSE_SESSION_ENDED)
             return
         await self.viewer.on_message(message)
 

@@ -23,6 +23,8 @@ MESSAGE_INTERRUPTED = "message.interrupted"
 CONVERSATION_UPDATED = "conversation.updated"
 BRANCH_SWITCHED = "branch.switched"
 ERROR = "error"
+# The credential this connection was opened with ended; the connection closes next.
+SESSION_ENDED = "session.ended"
 # A reply's tool calls, numbered in the same sequence as its tokens (runs/agent.py).
 TOOL_STARTED = "tool.started"
 TOOL_COMPLETED = "tool.completed"
@@ -224,3 +226,19 @@ def error(
     if retry_after is not None:
         event["retry_after"] = retry_after
     return event
+
+
+# Why a connection's credential ended, as session.ended says it.
+_ENDED_WORDING = {
+    "logged_out": "You logged out. Log in again.",
+    "password_changed": "The password was changed. Log in again.",
+    "deactivated": "The account was deactivated.",
+    "deleted": "The account was deleted.",
+    "key_revoked": "The API key was revoked.",
+}
+
+
+def session_ended(reason: str) -> Event:
+    """The last event of a connection whose credential ended (then it closes)."""
+    detail = _ENDED_WORDING.get(reason, "Your session ended. Log in again.")
+    return {"type": SESSION_ENDED, "reason": reason, "detail": detail}

@@ -1,5 +1,7 @@
 """Who calls the HTTP APIs: ``Authorization: Bearer <API key>``, else the browser's
-session (with its CSRF token on anything but a read)."""
+session (with its CSRF token on anything but a read). The request keeps which
+credential it came with (``request.credential``), so a live stream it opens ends with
+it."""
 
 import hashlib
 import hmac
@@ -13,7 +15,10 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
+from access import throttling
+
 from ..db import db_call
+from ..live.credentials import Credential
 from ..models import ApiKey
 from ..services.apikeys import KEY_START, PREFIX_CHARS, hash_key
 
@@ -25,6 +30,12 @@ _NO_MATCH = hashlib.sha256(b"no such key").hexdigest()
 
 def key_owner(raw: str):
     """The active user a key belongs to, or None (unknown, revoked, inactive user)."""
+    key = active_key(raw)
+    return key.owner if key is not None else None
+
+
+def active_key(raw: str) -> ApiKey | None:
+    """The key, with its owner, if it works: known, not revoked, its owner active."""
     key = (
         ApiKey.objects.select_related("owner")
         .filter(prefix=raw[:PREFIX_CHARS], revoked_at__isnull=True)
@@ -39,7 +50,7 @@ def key_owner(raw: str):
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-    return key.owner
+    return key
 
 
 # A key's owner is remembered for this long (and a wrong key's "nobody" too): busy
@@ -49,18 +60,21 @@ KEY_CACHE_S = 1.0
 _recent: dict[str, tuple[float, Any]] = {}
 
 
-async def akey_owner(raw: str):
-    """key_owner, remembered for KEY_CACHE_S."""
+async def akey(raw: str, *, before_lookup=None) -> ApiKey | None:
+    """active_key, remembered for KEY_CACHE_S. ``before_lookup`` is awaited before the
+    database is asked (not when the key is remembered), and may refuse by raising."""
     digest = hash_key(raw)
     now = time.monotonic()
     found = _recent.get(digest)
     if found is not None and found[0] > now:
         return found[1]
-    owner = await db_call(key_owner, raw)
+    if before_lookup is not None:
+        await before_lookup()
+    key = await db_call(active_key, raw)
     if len(_recent) > 10_000:
         _recent.clear()
-    _recent[digest] = (now + KEY_CACHE_S, owner)
-    return owner
+    _recent[digest] = (now + KEY_CACHE_S, key)
+    return key
 
 
 class CsrfFailed(HttpError):
@@ -90,7 +104,15 @@ class ApiAuth(HttpBearer):
             return None
         if request.method not in SAFE_METHODS and check_csrf(request) is not None:
             raise CsrfFailed()
+        request.credential = Credential.of_session(user, request.session)
         return user
 
     async def authenticate(self, request: HttpRequest, token: str):
-        return await akey_owner(token)
+        """The key's owner; an address that failed too often is refused (429) before
+        the database is asked, and every failure counts (access/throttling.py)."""
+        key = await akey(token, before_lookup=lambda: throttling.check_key_attempts(request))
+        if key is None:
+            await throttling.key_failed(request)
+            return None
+        request.credential = Credential.of_key(key)
+        return key.owner

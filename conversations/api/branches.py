@@ -49,7 +49,7 @@ async def edit_message(request, conversation_id: ConversationId, message_id: str
         watch=streamed,
         model=body.model,
     )
-    return exchange_answer(conversation, exchange, streamed=streamed)
+    return await exchange_answer(request, conversation, exchange, streamed=streamed)
 
 
 @api.post(

@@ -8,6 +8,7 @@ own (validation is 400, not 422; a string holding a character that cannot be sto
 """
 
 import logging
+import math
 from functools import wraps
 
 from asgiref.sync import iscoroutinefunction
@@ -53,6 +54,10 @@ class JsonAPI(NinjaAPI):
             self.add_exception_handler(exc_class, handler)
 
     def refuse(self, request: HttpRequest, exc: ChatError):
+        if exc.retry_after is not None:
+            return self.error(
+                request, exc.status, exc.code, exc.detail, retry_after=exc.retry_after
+            )
         return self.error(request, exc.status, exc.code, exc.detail)
 
     def error(self, request: HttpRequest, status: int, code: str, detail: str, **extra):
@@ -62,7 +67,7 @@ class JsonAPI(NinjaAPI):
         if status == 401:
             response["WWW-Authenticate"] = "Bearer"
         elif status == 429:
-            response["Retry-After"] = "1"
+            response["Retry-After"] = str(math.ceil(extra.get("retry_after") or 1))
         return response
 
     def _invalid(self, request: HttpRequest, exc: ValidationError) -> HttpResponse:

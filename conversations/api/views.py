@@ -233,11 +233,14 @@ async def send_message(request, conversation_id: ConversationId, body: SendIn):
         watch=streamed,
         model=body.model,
     )
-    return exchange_answer(conversation, exchange, streamed=streamed)
+    return await exchange_answer(request, conversation, exchange, streamed=streamed)
 
 
-def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, streamed: bool):
-    """A send's answer: its events as SSE (``streamed``), else 202 with both messages."""
+async def exchange_answer(
+    request, conversation: Conversation, exchange: replies.Exchange, *, streamed: bool
+):
+    """A send's answer: its events as SSE (``streamed``, ending with the request's
+    credential), else 202 with both messages."""
     if not streamed:
         return Status(
             202,
@@ -249,6 +252,7 @@ def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, s
             },
         )
     watching = exchange.subscription
+    await watching.end_with(getattr(request, "credential", None))
     return sse.response(
         sse.framed(streams.follow_reply(watching, exchange), on_close=watching.close)
     )
@@ -268,6 +272,7 @@ async def conversation_events(request, conversation_id: ConversationId):
     ended meanwhile."""
     conversation = await selectors.aowned_conversation(request.auth, conversation_id)
     watching = await replies.subscribe(conversation.id)  # before the snapshot is read
+    await watching.end_with(getattr(request, "credential", None))
     resume = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
     return sse.response(sse.framed(streams.live_events(watching, resume), on_close=watching.close))
 

@@ -42,9 +42,16 @@ def create_api_key(*, owner, name: str = "") -> tuple[ApiKey, str]:
 
 
 def revoke_api_key(*, owner, key_id: int) -> bool:
-    """Revoke one of ``owner``'s keys; it stops working with the next request."""
-    return bool(
-        ApiKey.objects.filter(owner=owner, pk=key_id, revoked_at__isnull=True).update(
-            revoked_at=timezone.now()
+    """Revoke one of ``owner``'s keys; it stops working within a second, and the live
+    streams it opened end (saved, not updated: access/signals.py hears it)."""
+    with transaction.atomic():
+        key = (
+            ApiKey.objects.select_for_update()
+            .filter(owner=owner, pk=key_id, revoked_at__isnull=True)
+            .first()
         )
-    )
+        if key is None:
+            return False
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return True
