@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import SecurityEvent
+from .models import SecurityEvent, SsoIdentity
 
 
 @admin.register(SecurityEvent)
@@ -29,4 +29,27 @@ class SecurityEventAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(SsoIdentity)
+class SsoIdentityAdmin(admin.ModelAdmin):
+    """Who logs in through single sign-on as whom; deleting a row unlinks the person
+    (their next login makes a new user)."""
+
+    list_display = ["user", "subject", "issuer", "created_at"]
+    search_fields = ["user__username", "subject"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "issuer", "subject", "created_at"]
+
+    def has_module_permission(self, request) -> bool:
+        return self.has_view_permission(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -44,3 +44,25 @@ class SecurityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} · {self.username or '—'}"
+
+
+class SsoIdentity(models.Model):
+    """Which user an identity of the single sign-on provider logs in as: the provider's
+    ``sub`` for its issuer, never the e-mail address (an address can change hands)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="sso_identity_unique")
+        ]
+        verbose_name = "SSO identity"
+        verbose_name_plural = "SSO identities"
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"

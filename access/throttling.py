@@ -27,6 +27,7 @@ from conversations.db import db_call
 
 from . import audit
 from .models import SecurityEvent
+from .views import login_page
 
 
 def lockout_message(request: HttpRequest) -> str:
@@ -50,10 +51,10 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         request,
         "registration/login.html",
         {
+            **login_page(request),
             "form": AuthenticationForm(request),
             "locked_out": lockout_message(request),
             "next": next_url,
-            "signup_enabled": settings.CHAT_SIGNUP_ENABLED,
         },
         status=429,
     )

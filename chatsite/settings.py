@@ -10,6 +10,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from redis.backoff import ExponentialBackoff
@@ -341,6 +342,33 @@ AXES_VERBOSE = False
 CHAT_KEY_FAILURE_LIMIT = env_int("CHAT_KEY_FAILURE_LIMIT", 20)
 CHAT_KEY_FAILURE_WINDOW_S = env_float("CHAT_KEY_FAILURE_WINDOW_S", 300)
 
+# Single sign-on over OpenID Connect (access/oidc.py), on when a client id is set. The
+# issuer's endpoints are discovered from it; any CHAT_OIDC_*_ENDPOINT set wins.
+CHAT_OIDC_ISSUER = os.environ.get("CHAT_OIDC_ISSUER", "")
+CHAT_OIDC_CLIENT_ID = os.environ.get("CHAT_OIDC_CLIENT_ID", "")
+# A claim that makes a person staff at each login: "name" (true) or "name=value" (the
+# claim is, or lists, value); unset: staff is set in the admin only.
+CHAT_OIDC_STAFF_CLAIM = os.environ.get("CHAT_OIDC_STAFF_CLAIM", "")
+CHAT_OIDC_LABEL = os.environ.get("CHAT_OIDC_LABEL", "Log in with SSO")
+CHAT_OIDC_END_SESSION_ENDPOINT = os.environ.get("CHAT_OIDC_END_SESSION_ENDPOINT", "")
+# Off: only single sign-on logs people in (the chat's and the admin's login pages).
+CHAT_PASSWORD_LOGIN = env_bool("CHAT_PASSWORD_LOGIN", True)
+OIDC_RP_CLIENT_ID = CHAT_OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = os.environ.get("CHAT_OIDC_CLIENT_SECRET", "")
+OIDC_RP_SCOPES = os.environ.get("CHAT_OIDC_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = os.environ.get("CHAT_OIDC_SIGN_ALGO", "RS256")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("CHAT_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("CHAT_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("CHAT_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("CHAT_OIDC_JWKS_ENDPOINT", "")
+OIDC_STORE_ID_TOKEN = True  # the logout's hint to the provider
+OIDC_TIMEOUT = 10
+OIDC_USE_PKCE = True
+if CHAT_OIDC_CLIENT_ID:
+    AUTHENTICATION_BACKENDS.append("access.oidc.Backend")
+if not CHAT_PASSWORD_LOGIN:
+    AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")
+
 # The cache holds the API-key failure counts: Redis when it is configured, so every
 # worker counts together; else this process's memory (one worker).
 if env_list("REDIS_URL"):
@@ -403,6 +431,19 @@ CHAT_CSP = os.environ.get(
     "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'",
 )
+# Logging out of a single sign-on session is a form whose answer redirects to the
+# provider, which form-action must allow.
+_sso_origins = sorted(
+    {
+        f"{parts.scheme}://{parts.netloc}"
+        for parts in map(urlsplit, (CHAT_OIDC_ISSUER, CHAT_OIDC_END_SESSION_ENDPOINT))
+        if parts.scheme in ("http", "https") and parts.netloc
+    }
+)
+if _sso_origins:
+    CHAT_CSP = CHAT_CSP.replace(
+        "form-action 'self'", " ".join(["form-action 'self'", *_sso_origins])
+    )
 
 LOGGING = {
     "version": 1,

@@ -136,6 +136,16 @@ def test_guessing_api_keys_from_one_address_is_refused_with_429(settings, user, 
     assert [(e.address, e.detail["failures"]) for e in throttled] == [(address, 3)]
 
 
+def test_with_password_login_off_a_right_password_logs_nobody_in(settings, user):
+    settings.CHAT_PASSWORD_LOGIN = False
+    client = Client()
+    page = client.get("/login/").content.decode()
+    assert 'name="password"' not in page
+    answer = log_in(client, "alice", "alice-password-1")
+    assert answer.status_code == 302 and answer["Location"] == "/login/"
+    assert not logged_in(client)
+
+
 def test_keys_made_and_revoked_are_in_the_audit_log(user):
     key, _ = create_api_key(owner=user, name="backup")
     assert revoke_api_key(owner=user, key_id=key.pk)
