@@ -8,9 +8,12 @@ the transaction that ended the credential commits.
 """
 
 import asyncio
+import contextvars
 import logging
+from contextlib import contextmanager
 
 from asgiref.sync import async_to_sync
+from django.contrib.auth import HASH_SESSION_KEY
 from django.db import transaction
 
 from conversations.live import control
@@ -28,6 +31,11 @@ DELETED = "deleted"
 KEY_REVOKED = "key_revoked"
 
 _pending: set[asyncio.Task] = set()
+# A password change made by a logged-in session (the account page): its own
+# connections follow it to its new session key instead of ending.
+_changing: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "password_change", default=None
+)
 
 
 def end_session(*, user, session_key: str, request=None) -> None:
@@ -36,9 +44,36 @@ def end_session(*, user, session_key: str, request=None) -> None:
 
 
 def end_other_sessions(*, user) -> None:
-    """The password changed: sessions that do not carry its new hash end."""
+    """The password changed: sessions that do not carry its new hash end (during a
+    ``password_change``, once its session has its new key)."""
     audit.record(SecurityEvent.Kind.SESSION_ENDED, user=user, reason=PASSWORD_CHANGED)
+    change = _changing.get()
+    if change is not None and change["user_id"] == user.pk:
+        change["changed"] = True
+        return
     _publish(user.pk, PASSWORD_CHANGED, what=what.PASSWORD, hash=user.get_session_auth_hash())
+
+
+@contextmanager
+def password_change(request):
+    """Around a session's change of its own password: Django gives that session a new
+    key and the new hash (update_session_auth_hash); its live connections are told to
+    follow it (``renew``), and every other session's end."""
+    change = {"user_id": request.user.pk, "changed": False}
+    before = request.session.session_key
+    token = _changing.set(change)
+    try:
+        yield
+    finally:
+        _changing.reset(token)
+    if change["changed"]:
+        _publish(
+            request.user.pk,
+            PASSWORD_CHANGED,
+            what=what.PASSWORD,
+            hash=request.session.get(HASH_SESSION_KEY),
+            renew={"from": before, "to": request.session.session_key},
+        )
 
 
 def end_user(*, user, reason: str) -> None:

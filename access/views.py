@@ -8,7 +8,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from . import oidc
+from . import oidc, sessions
 
 
 def login_page(request) -> dict:
@@ -44,6 +44,15 @@ class LogoutView(auth_views.LogoutView):
         if id_token and (url := oidc.end_session_url(request, id_token)):
             return HttpResponseRedirect(url)
         return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Changing one's password ends the live connections of every other session; this
+    session's go on, following it to its new key (access/sessions.py)."""
+
+    def form_valid(self, form):
+        with sessions.password_change(self.request):
+            return super().form_valid(form)
 
 
 def admin_login(request):

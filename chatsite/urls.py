@@ -26,6 +26,11 @@ urlpatterns = [
     path("settings/api-keys/<int:key_id>/revoke/", views_keys.revoke, name="api-key-revoke"),
     path("login/", access_views.LoginView.as_view(), name="login"),
     path("logout/", access_views.LogoutView.as_view(), name="logout"),
+    path(
+        "account/password/",
+        access_views.PasswordChangeView.as_view(),
+        name="password_change",
+    ),
     *(oidc.urlpatterns if oidc.enabled() else []),
     path("", include("webhooks.urls")),
     path("", include("review.urls")),

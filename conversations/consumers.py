@@ -247,7 +247,11 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_LIVE_LOST)
             return
         if message.get("type") == ENDED:
-            if self.credential is not None and self.credential.ended_by(message["ends"]):
+            if self.credential is None:
+                return
+            if renewed := self.credential.renewed_by(message["ends"]):
+                self.credential = renewed
+            elif self.credential.ended_by(message["ends"]):
                 await self.send_event(events.session_ended(message["reason"]))
                 await self.close(code=CLOSE_SESSION_ENDED)
             return

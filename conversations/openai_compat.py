@@ -308,7 +308,7 @@ async def _stream(
                 ended = error_object(
                     event["detail"], code="invalid_api_key", type="invalid_request_error"
                 )
-                yield _data({"error": ended})
+                yield _data(ended)
                 return
             text = _reply_text(event, reply_id, sent)
             if text is not None and text != sent:

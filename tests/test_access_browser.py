@@ -1,6 +1,6 @@
 """Access in a real browser: a tab whose session ended says so and offers to log in
-again, instead of reconnecting forever; a tab of a browser that changed its own
-password goes on."""
+again, instead of reconnecting forever; the tabs of the session that changed its own
+password go on."""
 
 from playwright.sync_api import expect
 
@@ -51,8 +51,7 @@ def test_changing_the_password_in_another_tab_keeps_this_browser_live(
     expect(other).to_have_url("/account/password/done/")
 
     chat.bring_to_front()
-    # Its socket was opened with the old session and ended; the browser holds the new
-    # one, so the page connects again instead of saying the session ended.
+    # Its socket was opened with the session that changed the password: it goes on.
     expect(chat.locator("#messages")).to_have_attribute("data-connection", "live")
     expect(chat.locator("[data-part=session-ended]")).to_be_hidden()
     chat.locator("textarea[name=content]").fill("still here")

@@ -17,9 +17,10 @@ import websockets
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 
+from conversations.models import Message
 from conversations.services.apikeys import create_api_key, revoke_api_key
 
-from .helpers.api import bearer
+from .helpers.api import bearer, wait_until_final
 from .helpers.protocol import WsViewer
 from .helpers.servers import start_daphne
 from .helpers.ws import session_cookie
@@ -31,7 +32,12 @@ WAIT_S = 10
 
 
 def worker_env(redis_url: str) -> dict:
-    return {"REDIS_URL": redis_url, "CHANNEL_PREFIX": prefix(redis_url)}
+    # Replies slow enough to be cut mid-stream.
+    return {
+        "REDIS_URL": redis_url,
+        "CHANNEL_PREFIX": prefix(redis_url),
+        "CHAT_OFFLINE_DELAY_MS": "30",
+    }
 
 
 def prefix(redis_url: str) -> str:
@@ -150,6 +156,7 @@ async def test_a_password_change_ends_the_other_sessions_connections(workers, co
     changing = await session_cookie(user)
     viewer = await WsViewer(b, stale, conversation.id).open()
     stream = await EventStream(b, conversation.id, {"Cookie": f"sessionid={stale}"}).open()
+    own = await WsViewer(b, changing, conversation.id).open()
 
     async with browser(a, changing) as client:
         token = await form_token(client, "/account/password/")
@@ -165,9 +172,17 @@ async def test_a_password_change_ends_the_other_sessions_connections(workers, co
         assert changed.status_code == 302, changed.text
         # The session that changed it stays logged in, with its new cookie.
         assert (await client.get("/")).status_code == 200
-    event = await session_ended_on_the_socket(viewer)
-    assert event["reason"] == "password_changed"
-    assert (await stream.until_ended())[-1]["reason"] == "password_changed"
+        event = await session_ended_on_the_socket(viewer)
+        assert event["reason"] == "password_changed"
+        assert (await stream.until_ended())[-1]["reason"] == "password_changed"
+
+        # That session's own socket goes on, and follows it to its new key: logging
+        # out of the new session ends it.
+        await own.send({"type": "resync"})
+        await own.until(lambda e: e["type"] == "snapshot", timeout=WAIT_S)
+        token = await form_token(client, "/account/password/")
+        await client.post("/logout/", data={"csrfmiddlewaretoken": token})
+    assert (await session_ended_on_the_socket(own))["reason"] == "logged_out"
 
 
 def _set_password(user, password: str) -> None:
@@ -217,3 +232,65 @@ async def test_revoking_a_key_ends_its_streams_only(workers, on_the_layer, user,
     assert not kept.ended.is_set()
     kept.task.cancel()
     await viewer.close()
+
+
+async def test_revoking_a_key_ends_its_reply_streams_and_the_replies_go_on(
+    workers, on_the_layer, user, conversation
+):
+    _, b = workers
+    key, raw = await database_sync_to_async(create_api_key)(owner=user)
+    lines: dict[str, list[str]] = {"api": [], "v1": []}
+    started = {name: asyncio.Event() for name in lines}
+
+    async def read(name: str, method: str, url: str, body: dict) -> None:
+        async with (
+            httpx.AsyncClient(timeout=None) as client,
+            client.stream(
+                method, url, json=body, headers={**bearer(raw), "Accept": "text/event-stream"}
+            ) as response,
+        ):
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                lines[name].append(line)
+                if '"content":"' in line or "event: token" in line:
+                    started[name].set()
+
+    readers = [
+        asyncio.create_task(
+            read(
+                "api",
+                "POST",
+                f"{b.url}/api/conversations/{conversation.id}/messages",
+                {"content": "Tell me a long story"},
+            )
+        ),
+        asyncio.create_task(
+            read(
+                "v1",
+                "POST",
+                f"{b.url}/v1/chat/completions",
+                {
+                    "model": "offline-demo",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "Another long story"}],
+                },
+            )
+        ),
+    ]
+    async with asyncio.timeout(WAIT_S):
+        for event in started.values():
+            await event.wait()
+    assert await database_sync_to_async(revoke_api_key)(owner=user, key_id=key.pk)
+    async with asyncio.timeout(WAIT_S):
+        await asyncio.gather(*readers)
+
+    assert "event: session.ended" in lines["api"]
+    assert not any(line.startswith("event: message.completed") for line in lines["api"])
+    ended = json.loads(lines["v1"][-1 if lines["v1"][-1] else -2].removeprefix("data: "))
+    assert ended["error"]["code"] == "invalid_api_key"
+    # The replies are the server's: they finish and are saved all the same.
+    replies = [m.pk async for m in Message.objects.filter(role="assistant")]
+    assert len(replies) == 2
+    for reply in replies:
+        saved = await database_sync_to_async(wait_until_final)(str(reply), timeout=30)
+        assert saved.status == "completed"

@@ -7,12 +7,13 @@ with. The messages name what ended:
 
 - ``session``: that session (logged out);
 - ``password``: every session whose hash is not the user's new one (the password
-  changed; the session that changed it carries the new hash and stays);
+  changed); the session that changed it may be named in ``renew``: its connections
+  follow it to its new key and hash instead;
 - ``key``: that API key (revoked);
 - ``user``: everything of the user (deactivated or deleted).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.contrib.auth import HASH_SESSION_KEY
 
@@ -40,6 +41,16 @@ class Credential:
     @classmethod
     def of_key(cls, key) -> "Credential":
         return cls(user_id=str(key.owner_id), key_id=key.pk)
+
+    def renewed_by(self, ends: dict) -> "Credential | None":
+        """This credential as a password change carried it on (its session changed the
+        password and got a new key), else None."""
+        renew = ends.get("renew") or {}
+        if ends.get("what") != PASSWORD or self.session_key is None:
+            return None
+        if renew.get("from") != self.session_key:
+            return None
+        return replace(self, session_key=renew.get("to"), session_hash=ends.get("hash"))
 
     def ended_by(self, ends: dict) -> bool:
         """Whether the ``ends`` of a credential-ended message covers this credential."""

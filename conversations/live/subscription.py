@@ -63,7 +63,11 @@ class Subscription:
                 raise LiveLost()
             if message is None or message.get("type") != ENDED:
                 return message
-            if self.credential is not None and self.credential.ended_by(message["ends"]):
+            if self.credential is None:
+                continue
+            if renewed := self.credential.renewed_by(message["ends"]):
+                self.credential = renewed
+            elif self.credential.ended_by(message["ends"]):
                 raise CredentialEnded(message["reason"])
 
     async def close(self) -> None:
