@@ -23,7 +23,7 @@ from . import errors, events, metrics, selectors
 from .errors import ChatError
 from .live import viewer as live_viewer
 from .live.credentials import Credential
-from .live.hub import ENDED, LOST, hub
+from .live.hub import ENDED, LOST, USER_EVENT, hub
 from .live.viewer import Viewer
 from .models import Conversation
 from .services import branches, replies
@@ -245,6 +245,9 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         if message is LOST:
             log.warning("channel layer lost; closing a viewer so it reconnects")
             await self.close(code=CLOSE_LIVE_LOST)
+            return
+        if message.get("type") == USER_EVENT:
+            await self.send_json_text(message["json"])
             return
         if message.get("type") == ENDED:
             if self.credential is None:

@@ -25,6 +25,9 @@ BRANCH_SWITCHED = "branch.switched"
 ERROR = "error"
 # The credential this connection was opened with ended; the connection closes next.
 SESSION_ENDED = "session.ended"
+# One of the user's conversations was created, renamed or deleted (another tab's
+# sidebar follows).
+CONVERSATIONS_CHANGED = "conversations.changed"
 # A reply's tool calls, numbered in the same sequence as its tokens (runs/agent.py).
 TOOL_STARTED = "tool.started"
 TOOL_COMPLETED = "tool.completed"
@@ -226,6 +229,12 @@ def error(
     if retry_after is not None:
         event["retry_after"] = retry_after
     return event
+
+
+def conversations_changed(conversation_id, change: str) -> Event:
+    """To every live connection of the owner: ``change`` is ``created``, ``updated``
+    or ``deleted``."""
+    return {"type": CONVERSATIONS_CHANGED, "conversation": str(conversation_id), "change": change}
 
 
 # Why a connection's credential ended, as session.ended says it.

@@ -8,6 +8,8 @@
 - ``run.filled``: the answer, to the asking viewer's process, for that viewer.
 - ``credential.ended``: to every process with connections of a user: the connections
   opened with this credential end (live/credentials.py says which).
+- ``user.event``: to every process with connections of a user: an event for all of them
+  (``conversations.changed``).
 """
 
 import logging
@@ -15,7 +17,7 @@ from typing import Any
 
 from .. import events
 from . import layer
-from .hub import ENDED, FILL, FILLED, FRAME, STOP, hub
+from .hub import ENDED, FILL, FILLED, FRAME, STOP, USER_EVENT, hub
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +27,14 @@ __all__ = [
     "FILLED",
     "FRAME",
     "STOP",
+    "USER_EVENT",
     "ask_to_fill",
     "ask_to_stop",
     "credential_ended",
     "end_credential",
     "frame",
     "publish",
+    "tell_user",
 ]
 
 
@@ -100,3 +104,13 @@ async def end_credential(message: dict) -> None:
     """End every live connection opened with the credential a ``credential_ended``
     message names, in this process and the others (raises if the layer is down)."""
     await hub().publish_user(message["user"], message)
+
+
+async def tell_user(user_id: Any, event: events.Event) -> None:
+    """An event for every live connection of a user, wherever it is (logged, never
+    raised, when the layer is down: it only saves a reload)."""
+    message = {"type": USER_EVENT, "user": str(user_id), "json": events.dumps(event)}
+    try:
+        await hub().publish_user(user_id, message)
+    except Exception:
+        log.warning("could not tell user %s of %s", user_id, event["type"])

@@ -42,8 +42,10 @@ FRAME = "chat.frame"
 STOP = "run.stop"
 FILL = "run.fill"
 FILLED = "run.filled"
-# To every connection of a user, in any process: a credential ended (control.py).
+# To every connection of a user, in any process: a credential ended, or an event for
+# the user rather than for one conversation (control.py).
 ENDED = "credential.ended"
+USER_EVENT = "user.event"
 
 _ids = itertools.count(1)
 
@@ -249,7 +251,7 @@ class Hub:
         elif kind == FILLED:
             if (subscriber := self.by_id.get(message.get("viewer"))) is not None:
                 subscriber.deliver(message)
-        elif kind == ENDED:
+        elif kind in (ENDED, USER_EVENT):
             if message.get("origin") != self.origin:
                 self.deliver_user(str(message.get("user")), message)
         elif kind in (STOP, FILL):

@@ -12,7 +12,7 @@ import time
 from .. import selectors
 from ..models import Message
 from .credentials import Credential
-from .hub import ENDED, LOST, hub
+from .hub import ENDED, LOST, USER_EVENT, hub
 from .viewer import STALL_CHECK_S
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ class Subscription:
             message = await self.subscriber.receive(max(0.0, deadline - time.monotonic()))
             if message is LOST:
                 raise LiveLost()
-            if message is None or message.get("type") != ENDED:
+            if message is None or message.get("type") not in (ENDED, USER_EVENT):
                 return message
-            if self.credential is None:
+            if self.credential is None or message["type"] == USER_EVENT:
                 continue
             if renewed := self.credential.renewed_by(message["ends"]):
                 self.credential = renewed

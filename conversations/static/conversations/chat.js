@@ -606,6 +606,7 @@
       "conversation.updated": (event) => applyConversation(event.conversation),
       "branch.switched": applyBranchSwitched,
       "session.ended": (event) => { sessionEnded = event; },
+      "conversations.changed": () => chatsite.sidebar?.reload(),
       error: applyError,
     };
 
