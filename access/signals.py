@@ -109,19 +109,11 @@ def key_before(sender, instance, **kwargs) -> None:
 @receiver(post_save, sender=ApiKey)
 def key_after(sender, instance, created=False, **kwargs) -> None:
     if created:
-        audit.record(
-            SecurityEvent.Kind.KEY_CREATED,
-            user=instance.owner,
-            key=instance.pk,
-            prefix=instance.prefix,
-            name=instance.name,
-        )
+        _record_key(SecurityEvent.Kind.KEY_CREATED, instance)
     elif instance.revoked_at is not None and getattr(instance, "_access_revoked", 1) is None:
-        audit.record(
-            SecurityEvent.Kind.KEY_REVOKED,
-            user=instance.owner,
-            key=instance.pk,
-            prefix=instance.prefix,
-            name=instance.name,
-        )
+        _record_key(SecurityEvent.Kind.KEY_REVOKED, instance)
         sessions.end_key(key=instance)
+
+
+def _record_key(kind: str, key: ApiKey) -> None:
+    audit.record(kind, user=key.owner, key=key.pk, prefix=key.prefix, name=key.name)
