@@ -122,7 +122,11 @@ class Backend(OIDCAuthenticationBackend):
     def authenticate(self, request, **kwargs):
         if request is None or "code" not in request.GET or "state" not in request.GET:
             return None
-        found = endpoints()
+        try:
+            found = endpoints()
+        except Exception:
+            log.warning("the single sign-on provider could not be reached")
+            return None
         self.OIDC_OP_TOKEN_ENDPOINT = found["token_endpoint"]
         self.OIDC_OP_USER_ENDPOINT = found["userinfo_endpoint"]
         self.OIDC_OP_JWKS_ENDPOINT = found["jwks_uri"]
@@ -176,7 +180,11 @@ class LoginStart(OIDCAuthenticationRequestView):
     """``/oidc/authenticate/``: off to the provider."""
 
     def get(self, request):
-        self.OIDC_OP_AUTH_ENDPOINT = endpoints()["authorization_endpoint"]
+        try:
+            self.OIDC_OP_AUTH_ENDPOINT = endpoints()["authorization_endpoint"]
+        except Exception:
+            log.warning("the single sign-on provider could not be reached")
+            return HttpResponseRedirect(reverse("login") + "?sso=failed")
         return super().get(request)
 
 

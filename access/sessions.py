@@ -13,7 +13,6 @@ import logging
 from contextlib import contextmanager
 
 from asgiref.sync import async_to_sync
-from django.contrib.auth import HASH_SESSION_KEY
 from django.db import transaction
 
 from conversations.live import control
@@ -66,14 +65,14 @@ def password_change(request):
         yield
     finally:
         _changing.reset(token)
-    if change["changed"]:
-        _publish(
-            request.user.pk,
-            PASSWORD_CHANGED,
-            what=what.PASSWORD,
-            hash=request.session.get(HASH_SESSION_KEY),
-            renew={"from": before, "to": request.session.session_key},
-        )
+        if change["changed"]:
+            _publish(
+                request.user.pk,
+                PASSWORD_CHANGED,
+                what=what.PASSWORD,
+                hash=request.user.get_session_auth_hash(),
+                renew={"from": before, "to": request.session.session_key},
+            )
 
 
 def end_user(*, user, reason: str) -> None:
