@@ -54,9 +54,15 @@ def locked_out(sender, request=None, username=None, ip_address=None, **kwargs) -
 
 @receiver(user_logged_out)
 def logged_out(sender, request=None, user=None, **kwargs) -> None:
-    session_key = getattr(getattr(request, "session", None), "session_key", None)
-    if user is not None and session_key:
-        sessions.end_session(user=user, session_key=session_key, request=request)
+    session = getattr(request, "session", None)
+    session_key = getattr(session, "session_key", None)
+    if user is None or not session_key:
+        return
+    # Django deletes the session right after this signal; it is deleted first here, so
+    # a page told that its session ended and asking whether it is still logged in
+    # hears "no", never the session's last moments.
+    session.flush()
+    sessions.end_session(user=user, session_key=session_key, request=request)
 
 
 # --- users: the password, active, deleted -------------------------------------------------
