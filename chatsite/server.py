@@ -14,7 +14,7 @@ chatsite's own about what a worker sends.
   reconnects with backoff and resumes from a snapshot, an event stream resumes with
   ``Last-Event-ID``. A client that is reading, however slowly, drains and is kept.
 
-Both reach into daphne's and Twisted's internals (named below); tests/test_server.py
+Both reach into daphne's and Twisted's internals (named below); tests/test_pins.py
 pins each to the versions this was written against.
 """
 

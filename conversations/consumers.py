@@ -94,6 +94,10 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     counted = False  # in the open-connections gauge
     # Snapshots and history pages cost a database read and a large frame each.
     expensive: TokenBucket | None = None
+    # Held while one thing speaks to the client about the live state: a snapshot (read
+    # from the database) must not be overtaken by a final event the hub delivers while
+    # it is read, or the client would get a reply's end and then a copy still streaming.
+    speaking: asyncio.Lock
 
     async def __call__(self, scope, receive, send):
         try:
@@ -129,6 +133,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         except Refused as refused:
             await self.close(code=refused.code)
             return
+        self.speaking = asyncio.Lock()
         self.viewer = Viewer(
             conversation_id=self.conversation.id,
             emit=self.send_json_text,
@@ -167,7 +172,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(live_viewer.STALL_CHECK_S)
             try:
-                await self.viewer.check_stalled()
+                async with self.speaking:
+                    await self.viewer.check_stalled()
             except Exception:
                 log.warning("stall check failed for a viewer of %s", self.conversation.id)
 
@@ -209,7 +215,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
 
     async def on_resync(self, request: dict) -> None:
         self.check_rate()
-        await self.send_snapshot()
+        async with self.speaking:
+            await self.send_snapshot()
 
     async def on_history(self, request: dict) -> None:
         before = message_id_field(request, "before", required=True)
@@ -246,19 +253,24 @@ class ViewerConsumer(AsyncWebsocketConsumer):
             log.warning("channel layer lost; closing a viewer so it reconnects")
             await self.close(code=CLOSE_LIVE_LOST)
             return
-        if message.get("type") == USER_EVENT:
-            await self.send_json_text(message["json"])
+        async with self.speaking:
+            if message.get("type") == USER_EVENT:
+                await self.send_json_text(message["json"])
+            elif message.get("type") == ENDED:
+                await self.on_credential_ended(message)
+            else:
+                await self.viewer.on_message(message)
+
+    async def on_credential_ended(self, message: dict) -> None:
+        """A credential of this user ended: if it is this connection's, say so and close;
+        if this connection's session changed the password, follow it to its new key."""
+        if self.credential is None:
             return
-        if message.get("type") == ENDED:
-            if self.credential is None:
-                return
-            if renewed := self.credential.renewed_by(message["ends"]):
-                self.credential = renewed
-            elif self.credential.ended_by(message["ends"]):
-                await self.send_event(events.session_ended(message["reason"]))
-                await self.close(code=CLOSE_SESSION_ENDED)
-            return
-        await self.viewer.on_message(message)
+        if renewed := self.credential.renewed_by(message["ends"]):
+            self.credential = renewed
+        elif self.credential.ended_by(message["ends"]):
+            await self.send_event(events.session_ended(message["reason"]))
+            await self.close(code=CLOSE_SESSION_ENDED)
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before it dispatches any message:
@@ -309,15 +321,16 @@ class ChatConsumer(ViewerConsumer):
             # A retry of a send that already happened: answer with what it created, as
             # far as this client does not hold it already.
             client_id = request["client_id"]
-            await self.send_event(events.message_created(exchange.user_message, client_id))
-            reply = exchange.reply
-            if reply is None or self.viewer.has_ended(str(reply.id)):
-                return
-            if reply.is_final:
-                final = events.dumps(events.message_final(reply))
-                await self.viewer.emit_final(final, str(reply.id))
-            else:
-                await self.send_event(events.reply_started(reply, client_id))
+            async with self.speaking:
+                await self.send_event(events.message_created(exchange.user_message, client_id))
+                reply = exchange.reply
+                if reply is None or self.viewer.has_ended(str(reply.id)):
+                    return
+                if reply.is_final:
+                    final = events.dumps(events.message_final(reply))
+                    await self.viewer.emit_final(final, str(reply.id))
+                else:
+                    await self.send_event(events.reply_started(reply, client_id))
 
     async def on_stop(self, request: dict) -> None:
         message_id = message_id_field(request, required=False)

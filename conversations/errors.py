@@ -200,6 +200,8 @@ def unknown_model(name, valid: list[str]) -> ChatError:
 
 def invalid_import(reason: str) -> ChatError:
     return ChatError(INVALID_IMPORT, f"Not a conversation exported by chatsite: {reason}")
+
+
 def unknown_tool(name) -> ChatError:
     return ChatError(UNKNOWN_TOOL, f"There is no tool named {str(name)[:100]!r}.")
 

@@ -1,7 +1,7 @@
 """The event protocol (version 1): every event any surface sends is built here.
 
 WebSocket frames, SSE ``data:`` lines and the pages carry the same JSON objects. The
-table of events is in DESIGN.md; this module is its only implementation.
+table of events is in docs/protocol.md; this module is its only implementation.
 """
 
 import json

@@ -120,6 +120,8 @@ def refuse_unsupported(body: ChatCompletionIn) -> None:
     used = [name for name, value in (body.model_extra or {}).items() if value is not None]
     if used:
         raise _unsupported(used[0], f"`{used[0]}` is not supported by this server.")
+    if body.tool_choice is not None and not body.tools:
+        raise _unsupported("tool_choice", "`tool_choice` is only allowed when `tools` are given.")
     if body.n != 1:
         raise _unsupported("n", "Only one choice (`n`: 1) is supported.")
     if body.logprobs:

@@ -79,6 +79,96 @@ async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user,
     await ws.disconnect()
 
 
+async def test_a_snapshot_read_while_the_reply_ends_never_follows_its_final(
+    monkeypatch, settings, user, conversation
+):
+    """A resync reads the conversation from the database; when the reply ends while that
+    read is under way, its final event waits for the snapshot: the client never gets the
+    reply's end and then a copy of it still streaming."""
+    from conversations import consumers
+
+    settings.CHAT_OFFLINE_DELAY_MS = 20
+    ws = await connect(user, conversation.id)
+    await receive(ws)
+    await ws.send_json_to({"type": "message.send", "content": "Ends during a resync"})
+    received = []
+    while not (received and received[-1]["type"] == "token"):
+        received.append(await receive(ws))
+    reply = received[-1]["message"]
+
+    read_snapshot = consumers.selectors.snapshot
+
+    async def snapshot_overtaken_by_the_end(conversation_id):
+        snapshot = await read_snapshot(conversation_id)  # the reply still streaming
+        for _ in range(500):  # until the reply's end is saved (10 s at most)
+            if not await Message.objects.filter(pk=reply, status="streaming").aexists():
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # time for the final event to reach this viewer
+        return snapshot
+
+    monkeypatch.setattr(consumers.selectors, "snapshot", snapshot_overtaken_by_the_end)
+    await ws.send_json_to({"type": "resync"})
+    while True:
+        event = await receive(ws, timeout=15)
+        received.append(event)
+        if event["type"] == "snapshot":
+            break
+    received += await events_within(ws, 1.0)
+    kinds = [e["type"] for e in received]
+    final_at = next(i for i, e in enumerate(received) if e["type"] in FINAL_TYPES)
+    snapshot_at = kinds.index("snapshot")
+    assert [m["status"] for m in received[snapshot_at]["messages"] if m["id"] == reply] == [
+        "streaming"
+    ]
+    assert snapshot_at < final_at, kinds
+    assert kinds.count("message.completed") == 1
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("surface", ["websocket", "v1 with tools"])
+async def test_a_dead_reply_swept_out_of_a_sends_way_is_announced_at_once(
+    surface, openai_stub, user, conversation
+):
+    """A reply whose worker died stands in the way of a new send: it is swept, and its
+    viewers are told it ended before the new reply starts, not by a stall check later."""
+    key = await sync_to_async(new_key)(user)
+    orphan = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="kept so far",
+        seq=3,
+    )
+    stale = timezone.now() - timedelta(hours=1)
+    await Message.objects.filter(pk=orphan.pk).aupdate(updated_at=stale)
+    watcher = await connect(user, conversation.id)
+    await receive(watcher)
+    if surface == "websocket":
+        await watcher.send_json_to({"type": "message.send", "content": "tokens=3"})
+    else:
+        tool = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+        response = await AsyncClient().post(
+            "/v1/chat/completions",
+            {
+                "model": "stub-model",
+                "messages": [{"role": "user", "content": 'call=get_time{"zone":"UTC"}'}],
+                "tools": [tool],
+            },
+            content_type="application/json",
+            headers={**bearer(key), "X-Conversation-Id": str(conversation.id)},
+        )
+        assert response.status_code == 200, response.content
+    seen = [await receive(watcher)]
+    while not (
+        seen[-1]["type"] == "message.created" and seen[-1]["message"]["role"] == "assistant"
+    ):
+        seen.append(await receive(watcher))
+    ended = [e["message"] for e in seen if e["type"] == "message.interrupted"]
+    assert [(m["id"], m["content"]) for m in ended] == [(str(orphan.id), "kept so far")]
+    await watcher.disconnect()
+
+
 class EventStream:
     """An in-process SSE response, read for a while at a time without cancelling it (a
     cancelled read would close the stream)."""

@@ -195,7 +195,6 @@ async def test_the_chat_opens_a_two_megabyte_conversation_page_by_page(server, u
     """Timed for the README (printed), not asserted: benchmarks live in bench/."""
     pytest.importorskip("playwright")
     conversation = await sync_to_async(with_history)(user, exchanges=8, reply_chars=LONG_REPLY)
-    started = time.monotonic()
     # The browser part runs in a thread: Playwright's sync API wants no running loop.
     shown, earlier, seconds = await asyncio.to_thread(
         browse_long_conversation, server, user, conversation
@@ -203,7 +202,6 @@ async def test_the_chat_opens_a_two_megabyte_conversation_page_by_page(server, u
     print(f"\na conversation of 2.0 MB opened in the browser in {seconds:.2f} s")
     assert shown == 2  # the latest exchange first
     assert earlier >= 2  # then older ones, on request
-    assert time.monotonic() - started < 120
 
 
 def browse_long_conversation(server, user, conversation) -> tuple[int, int, float]:

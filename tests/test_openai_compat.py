@@ -2,8 +2,6 @@
 openai SDK (strict response validation on) and LangChain's ChatOpenAI, over real HTTP
 to a real daphne worker whose own model is the stub server."""
 
-import time
-
 import httpx
 import openai
 import pytest
@@ -201,6 +199,7 @@ UNSUPPORTED = [
     ({"stop": ["\n"]}, "stop"),
     ({"logit_bias": {"50256": -100}}, "logit_bias"),
     ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"tool_choice": "auto"}, "tool_choice"),  # without tools
 ]
 
 
@@ -473,8 +472,6 @@ async def test_the_offline_model_stops_after_max_tokens(settings):
     settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
     chain = llm.get_chain({"max_tokens": 3, "temperature": 0.2})
     inputs = llm.chain_inputs(system_prompt="", turns=[], content="Hello there")
-    started = time.monotonic()
     pieces = [chunk.content async for chunk in chain.astream(inputs)]
     assert len([p for p in pieces if p]) == 3
     assert "".join(pieces) == "Hello! I am"
-    assert time.monotonic() - started < 5

@@ -16,9 +16,7 @@ from .helpers.servers import ROOT, start_daphne
 pytestmark = pytest.mark.django_db(transaction=True)
 
 README = ROOT / "README.md"
-SECTION = re.compile(
-    r"<!-- section: integration api -->(.*?)<!-- section: ", re.S
-)
+SECTION = re.compile(r"<!-- section: integration api -->(.*?)<!-- section: ", re.S)
 BLOCK = re.compile(r"^```(sh|python)\n(.*?)^```", re.S | re.M)
 # A block may end on a stream cut by its own --max-time (curl's exit 28).
 CUT_BY_MAX_TIME = 28

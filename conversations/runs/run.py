@@ -1,6 +1,6 @@
 """The run: one assistant reply, streamed from the model to every viewer.
 
-It reads like the data flow in DESIGN.md::
+It reads like the data flow in docs/architecture.md::
 
     read_model      chain.astream() → text waiting to be published
     publish_frames  waiting text → one numbered token frame → every viewer

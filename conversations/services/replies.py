@@ -167,10 +167,7 @@ def _create_exchange(
             if client_id and (found := _exchange_for_client_id(conversation, client_id)):
                 return _Created(found)
             if attempt == 1 and new is None:
-                with transaction.atomic():
-                    swept = sweeper.sweep_stale(
-                        Message.objects.filter(conversation=conversation), alive
-                    )
+                swept = sweeper.sweep_in_the_way(conversation, alive)
                 if swept:
                     continue
             raise _busy() from None
@@ -333,8 +330,7 @@ async def _announce_and_run(
     options: dict | None = None,
 ) -> None:
     reply = created.exchange.reply
-    for message in created.swept:
-        await control.publish(conversation.id, events.message_final(message))
+    await sweeper.announce(created.swept or [], "its run died and a new reply needed its place")
     await control.publish(conversation.id, events.message_created(reply, client_id))
     if created.titled:
         await control.publish(conversation.id, events.conversation_updated(conversation))

@@ -22,6 +22,13 @@ from ..runs.agent import ended_calls
 log = logging.getLogger(__name__)
 
 
+def sweep_in_the_way(conversation, alive: list[str]) -> list[Message]:
+    """The conversation's dead streaming reply, swept in a transaction of its own: a
+    send the database refused as busy tries once more when it found one."""
+    with transaction.atomic():
+        return sweep_stale(Message.objects.filter(conversation=conversation), alive)
+
+
 def sweep_stale(replies, alive: list[str], *, stale_only: bool = True) -> list[Message]:
     """Mark streaming replies whose heartbeat went stale as interrupted (in a transaction).
 
@@ -61,7 +68,7 @@ def _sweep_all(alive: list[str]) -> list[Message]:
 async def sweep_replies() -> list[Message]:
     """End every reply whose run died, and tell its viewers."""
     swept = await _sweep_all(registry.local_message_ids())
-    return await _announce(swept, "its run stopped sending heartbeats")
+    return await announce(swept, "its run stopped sending heartbeats")
 
 
 @database_sync_to_async
@@ -74,10 +81,11 @@ async def sweep_own_replies() -> list[Message]:
     """At a worker's start: the replies it was running when it stopped (killed, crashed)
     end now, as interrupted with what was saved, rather than when their lease expires."""
     swept = await _sweep_worker(registry.worker_id())
-    return await _announce(swept, "its worker restarted")
+    return await announce(swept, "its worker restarted")
 
 
-async def _announce(swept: list[Message], why: str) -> list[Message]:
+async def announce(swept: list[Message], why: str) -> list[Message]:
+    """Tell each swept reply's viewers that it ended (its final event)."""
     metrics.REPLIES_FINISHED.labels(Message.Status.INTERRUPTED).inc(len(swept))
     for message in swept:
         log.warning("reply %s interrupted: %s", message.id, why)

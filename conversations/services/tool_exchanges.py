@@ -46,10 +46,11 @@ def _create(
     model: str | None,
     alive: list,
     new: Callable[[], None] | None,
-) -> tuple[Exchange, list[Message]]:
+) -> tuple[Exchange, list[Message], list[Message]]:
     """Save the new message(s) and the streaming reply (and with ``new`` the
     conversation first), in one transaction; a dead reply in the way is swept, as in
-    replies._create_exchange."""
+    replies._create_exchange. Answers the exchange, the new rows and the swept replies."""
+    swept: list[Message] = []
     for attempt in (1, 2):
         try:
             with transaction.atomic():
@@ -72,13 +73,10 @@ def _create(
                 spec = catalog.for_reply(model or conversation.model)
                 reply = replies._new_reply(rows[-1], spec)
                 replies._touch(conversation, spec.name)
-            return Exchange(rows[-1], reply, created=True), rows
+            return Exchange(rows[-1], reply, created=True), rows, swept
         except IntegrityError:
             if attempt == 1 and new is None:
-                with transaction.atomic():
-                    swept = sweeper.sweep_stale(
-                        Message.objects.filter(conversation=conversation), alive
-                    )
+                swept = sweeper.sweep_in_the_way(conversation, alive)
                 if swept:
                     continue
             raise replies._busy() from None
@@ -113,13 +111,14 @@ async def tool_exchange_start(
     await replies._check_live(conversation)
     subscription = await replies.subscribe(conversation.id)
     try:
-        exchange, rows = await asyncio.shield(
+        exchange, rows, swept = await asyncio.shield(
             _create(conversation, request, model, registry.local_message_ids(), new)
         )
     except BaseException:
         await subscription.close()
         raise
     exchange.subscription = subscription
+    await sweeper.announce(swept, "its run died and a new reply needed its place")
     for message in rows:
         await control.publish(conversation.id, events.message_created(message))
     await control.publish(conversation.id, events.message_created(exchange.reply))
