@@ -8,7 +8,9 @@ model server. The table in README.md lists every variable.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from redis.backoff import ExponentialBackoff
@@ -69,12 +71,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",  # thousands separators on the quotas usage page
     "channels",
+    "axes",  # login throttling (access/throttling.py)
     "ninja",  # the API's interactive docs, served from its own static files
     "conversations",
     "review",
     "webhooks",
     "agents",
     "quotas",
+    "access",
 ]
 
 MIDDLEWARE = [
@@ -86,6 +90,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chatsite.middleware.content_security_policy",
+    # Last: turns a login axes refused into the lockout page (access/throttling.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -322,6 +328,74 @@ CHAT_WEBHOOK_DISABLE_AFTER_S = env_float("CHAT_WEBHOOK_DISABLE_AFTER_S", 5 * 864
 CHAT_WEBHOOK_POLL_S = env_float("CHAT_WEBHOOK_POLL_S", 2)
 CHAT_WEBHOOK_CONCURRENCY = env_int("CHAT_WEBHOOK_CONCURRENCY", 10)
 
+# --- Access: login throttling, API-key throttling -------------------------------------
+# access/ (README, "Access"). Failed logins (the chat's and the admin's) are counted per
+# username and per address by django-axes in the database every worker shares; past the
+# limit the username, or the address, is refused until the cool-off ends.
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out login before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("CHAT_LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = env_int("CHAT_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(seconds=env_float("CHAT_LOGIN_COOLOFF_S", 900))
+# Each entry is counted on its own: the username alone, the address alone.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Attempts refused during a lockout neither count nor extend it: the cool-off runs from
+# the failure that locked.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "access.throttling.lockout_response"
+# The address daphne saw: with --proxy-headers (behind nginx) it is taken from the
+# proxy's X-Forwarded-For; a header a client sends directly is never trusted.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_VERBOSE = False
+# Failed API-key authentications per address and fixed window; past the limit the
+# address is refused with 429 until the window ends (0: no limit).
+CHAT_KEY_FAILURE_LIMIT = env_int("CHAT_KEY_FAILURE_LIMIT", 20)
+CHAT_KEY_FAILURE_WINDOW_S = env_float("CHAT_KEY_FAILURE_WINDOW_S", 300)
+
+# Single sign-on over OpenID Connect (access/oidc.py), on when a client id is set. The
+# issuer's endpoints are discovered from it; any CHAT_OIDC_*_ENDPOINT set wins.
+CHAT_OIDC_ISSUER = os.environ.get("CHAT_OIDC_ISSUER", "")
+CHAT_OIDC_CLIENT_ID = os.environ.get("CHAT_OIDC_CLIENT_ID", "")
+# A claim that makes a person staff at each login: "name" (true) or "name=value" (the
+# claim is, or lists, value); unset: staff is set in the admin only.
+CHAT_OIDC_STAFF_CLAIM = os.environ.get("CHAT_OIDC_STAFF_CLAIM", "")
+CHAT_OIDC_LABEL = os.environ.get("CHAT_OIDC_LABEL", "Log in with SSO")
+CHAT_OIDC_END_SESSION_ENDPOINT = os.environ.get("CHAT_OIDC_END_SESSION_ENDPOINT", "")
+# Off: only single sign-on logs people in (the chat's and the admin's login pages).
+CHAT_PASSWORD_LOGIN = env_bool("CHAT_PASSWORD_LOGIN", True)
+OIDC_RP_CLIENT_ID = CHAT_OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = os.environ.get("CHAT_OIDC_CLIENT_SECRET", "")
+OIDC_RP_SCOPES = os.environ.get("CHAT_OIDC_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = os.environ.get("CHAT_OIDC_SIGN_ALGO", "RS256")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("CHAT_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("CHAT_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("CHAT_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("CHAT_OIDC_JWKS_ENDPOINT", "")
+OIDC_STORE_ID_TOKEN = True  # the logout's hint to the provider
+OIDC_TIMEOUT = 10
+OIDC_USE_PKCE = True
+if CHAT_OIDC_CLIENT_ID:
+    AUTHENTICATION_BACKENDS.append("access.oidc.Backend")
+if not CHAT_PASSWORD_LOGIN:
+    AUTHENTICATION_BACKENDS.remove("django.contrib.auth.backends.ModelBackend")
+
+# The cache holds the API-key failure counts: Redis when it is configured, so every
+# worker counts together; else this process's memory (one worker).
+if env_list("REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": env_list("REDIS_URL")[0],
+            "KEY_PREFIX": os.environ.get("CHANNEL_PREFIX", "chatsite"),
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+
 # --- Accounts, static files, i18n -------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -372,6 +446,19 @@ CHAT_CSP = os.environ.get(
     "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'",
 )
+# Logging out of a single sign-on session is a form whose answer redirects to the
+# provider, which form-action must allow.
+_sso_origins = sorted(
+    {
+        f"{parts.scheme}://{parts.netloc}"
+        for parts in map(urlsplit, (CHAT_OIDC_ISSUER, CHAT_OIDC_END_SESSION_ENDPOINT))
+        if parts.scheme in ("http", "https") and parts.netloc
+    }
+)
+if _sso_origins:
+    CHAT_CSP = CHAT_CSP.replace(
+        "form-action 'self'", " ".join(["form-action 'self'", *_sso_origins])
+    )
 
 LOGGING = {
     "version": 1,

@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 from . import errors, events, hooks, metrics, selectors
 from .errors import ChatError
 from .live import viewer as live_viewer
-from .live.hub import LOST, hub
+from .live.credentials import Credential
+from .live.hub import ENDED, LOST, USER_EVENT, hub
 from .live.viewer import Viewer
 from .models import Conversation
 from .services import branches, replies
@@ -36,6 +37,9 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_LIVE_LOST = 4503
 # Closed after an ``error`` event saying so: the user has too many live connections open.
 CLOSE_TOO_MANY_CONNECTIONS = 4429
+# Closed after connecting, after a ``session.ended`` event: the credential the
+# connection was opened with ended (logout, password change, deactivation, deletion).
+CLOSE_SESSION_ENDED = CLOSE_UNAUTHENTICATED
 
 
 class Refused(Exception):
@@ -88,6 +92,7 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     viewer: Viewer | None = None
     watchdog: asyncio.Task | None = None
     subscriber = None
+    credential: Credential | None = None
     counted = False  # in the open-connections gauge
     release = None  # frees this connection's place among its user's (hooks.open_connection)
     # Snapshots and history pages cost a database read and a large frame each.
@@ -153,9 +158,13 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.counted = True
         metrics.CONNECTIONS.labels("websocket").inc()
+        self.credential = Credential.of_session(user, self.scope.get("session"))
         try:
             # Subscribe before reading the snapshot, so no frame falls between the two.
             self.subscriber = await hub().subscribe(self.conversation.id)
+            # The user's control messages come the same way: this connection ends with
+            # the session it was opened with.
+            await hub().watch_user(self.subscriber, user.pk)
         except Exception:
             # Show what is saved, then close: the page reconnects with backoff and is
             # live again once the layer is back, rather than open and silently stale.
@@ -250,14 +259,31 @@ class ViewerConsumer(AsyncWebsocketConsumer):
     # --- live events → client -----------------------------------------------------------
 
     async def on_live(self, message: dict) -> None:
-        """What the hub brings this viewer: frames, fill answers — or the news that the
-        channel layer is gone, when the page must reconnect to be live again."""
+        """What the hub brings this viewer: frames, fill answers, its user's control
+        messages — or the news that the channel layer is gone, when the page must
+        reconnect to be live again."""
         if message is LOST:
             log.warning("channel layer lost; closing a viewer so it reconnects")
             await self.close(code=CLOSE_LIVE_LOST)
             return
         async with self.speaking:
-            await self.viewer.on_message(message)
+            if message.get("type") == USER_EVENT:
+                await self.send_json_text(message["json"])
+            elif message.get("type") == ENDED:
+                await self.on_credential_ended(message)
+            else:
+                await self.viewer.on_message(message)
+
+    async def on_credential_ended(self, message: dict) -> None:
+        """A credential of this user ended: if it is this connection's, say so and close;
+        if this connection's session changed the password, follow it to its new key."""
+        if self.credential is None:
+            return
+        if renewed := self.credential.renewed_by(message["ends"]):
+            self.credential = renewed
+        elif self.credential.ended_by(message["ends"]):
+            await self.send_event(events.session_ended(message["reason"]))
+            await self.close(code=CLOSE_SESSION_ENDED)
 
     async def dispatch(self, message: dict) -> None:
         # Channels closes stale database connections before it dispatches any message:

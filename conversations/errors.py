@@ -227,6 +227,14 @@ def rate_limited(retry_after: float) -> ChatError:
     )
 
 
+def key_attempts_throttled(retry_after: float) -> ChatError:
+    return ChatError(
+        RATE_LIMITED,
+        f"Too many failed API key attempts from this address; try again in {retry_after:g} s.",
+        retry_after=retry_after,
+    )
+
+
 def unknown_type(kind) -> ChatError:
     return ChatError(UNKNOWN_TYPE, f"Unknown event type {kind!r}.")
 

@@ -23,6 +23,11 @@ MESSAGE_INTERRUPTED = "message.interrupted"
 CONVERSATION_UPDATED = "conversation.updated"
 BRANCH_SWITCHED = "branch.switched"
 ERROR = "error"
+# The credential this connection was opened with ended; the connection closes next.
+SESSION_ENDED = "session.ended"
+# One of the user's conversations was created, renamed or deleted (another tab's
+# sidebar follows).
+CONVERSATIONS_CHANGED = "conversations.changed"
 # A reply's tool calls, numbered in the same sequence as its tokens (runs/agent.py).
 TOOL_STARTED = "tool.started"
 TOOL_COMPLETED = "tool.completed"
@@ -224,3 +229,25 @@ def error(
     if retry_after is not None:
         event["retry_after"] = retry_after
     return event
+
+
+def conversations_changed(conversation_id, change: str) -> Event:
+    """To every live connection of the owner: ``change`` is ``created``, ``updated``
+    or ``deleted``."""
+    return {"type": CONVERSATIONS_CHANGED, "conversation": str(conversation_id), "change": change}
+
+
+# Why a connection's credential ended, as session.ended says it.
+_ENDED_WORDING = {
+    "logged_out": "You logged out. Log in again.",
+    "password_changed": "The password was changed. Log in again.",
+    "deactivated": "The account was deactivated.",
+    "deleted": "The account was deleted.",
+    "key_revoked": "The API key was revoked.",
+}
+
+
+def session_ended(reason: str) -> Event:
+    """The last event of a connection whose credential ended (then it closes)."""
+    detail = _ENDED_WORDING.get(reason, "Your session ended. Log in again.")
+    return {"type": SESSION_ENDED, "reason": reason, "detail": detail}

@@ -241,6 +241,7 @@ async def chat_completions(request, body: ChatCompletionIn):
     completion = Completion(exchange.reply, max_tokens=max_tokens)
     named = {"X-Conversation-Id": str(conversation.id)}  # where the exchange is saved
     if body.stream:
+        await watching.end_with(getattr(request, "credential", None))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = _stream(watching, exchange, completion, include_usage, release)
         return sse.response(chunks, headers=named)
@@ -325,6 +326,12 @@ async def _stream(
             if event is None:
                 yield sse.PING
                 continue
+            if event["type"] == events.SESSION_ENDED:
+                ended = error_object(
+                    event["detail"], code="invalid_api_key", type="invalid_request_error"
+                )
+                yield _data(ended)
+                return
             text = _reply_text(event, reply_id, sent)
             if text is not None and text != sent:
                 if text.startswith(sent):

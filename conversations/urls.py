@@ -16,7 +16,6 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("settings/", views.account_settings, name="settings"),
     path("settings/presets/<int:preset_id>/delete/", views.preset_delete, name="preset-delete"),
-    path("account/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path(
         "account/password/done/",
         auth_views.PasswordChangeDoneView.as_view(),

@@ -11,7 +11,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -217,13 +216,6 @@ def search(request: HttpRequest) -> HttpResponse:
 # --- accounts ---------------------------------------------------------------------------
 
 
-class LoginView(auth_views.LoginView):
-    redirect_authenticated_user = True
-
-    def get_context_data(self, **kwargs):
-        return super().get_context_data(signup_enabled=settings.CHAT_SIGNUP_ENABLED, **kwargs)
-
-
 def signup(request: HttpRequest) -> HttpResponse:
     """Self sign-up, only where CHAT_SIGNUP_ENABLED is on; otherwise staff create users."""
     if not settings.CHAT_SIGNUP_ENABLED:
@@ -232,7 +224,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("home")
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        login(request, form.save())
+        login(request, form.save(), backend="django.contrib.auth.backends.ModelBackend")
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
 

@@ -3,8 +3,12 @@ is nearest their limits (the usage page)."""
 
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.forms.models import model_to_dict
 from django.template.response import TemplateResponse
 from django.urls import path
+
+from access import audit
+from access.models import SecurityEvent
 
 from . import limits, selectors
 from .models import GroupQuota, Usage, UserQuota
@@ -13,13 +17,30 @@ _LIMITS = list(limits.FIELDS)
 
 
 class _LimitsAdmin(admin.ModelAdmin):
+    """Every change is in the security audit log: who changed whose limits, to what."""
+
     def save_model(self, request, obj, form, change) -> None:
         super().save_model(request, obj, form, change)
         limits.forget()  # this worker at once; the others within limits.CACHE_S
+        self.audit(request, obj, "changed" if change else "set", form.changed_data)
 
     def delete_model(self, request, obj) -> None:
         super().delete_model(request, obj)
         limits.forget()
+        self.audit(request, obj, "removed", [])
+
+    def audit(self, request, obj, action: str, changed: list[str]) -> None:
+        values = model_to_dict(obj, fields=_LIMITS)
+        audit.record(
+            SecurityEvent.Kind.QUOTA_CHANGED,
+            user=getattr(obj, "user", None),
+            request=request,
+            by=request.user.get_username(),
+            quota=str(obj),
+            action=action,
+            changed=[name for name in changed if name in _LIMITS],
+            limits=values,
+        )
 
 
 @admin.register(UserQuota)

@@ -69,6 +69,13 @@ def _fast_passwords(request, settings):
 
 
 @pytest.fixture(autouse=True)
+def _no_key_throttle(settings):
+    """Failed API-key attempts are not counted (tests try many wrong keys from one
+    address, and the count outlives a test); tests of the throttle turn it on."""
+    settings.CHAT_KEY_FAILURE_LIMIT = 0
+
+
+@pytest.fixture(autouse=True)
 def _fresh_layer_and_fast_model(settings):
     # The in-memory layer's queues belong to the event loop that made them: a new
     # layer per test, as each test has its own loop.

@@ -476,6 +476,33 @@ def test_rename_reaches_every_tab_and_delete_asks_first(context, server, user):
     expect(first.locator(f"[data-conversation-id='{doomed.id}']")).to_have_count(0)
 
 
+def test_other_tabs_sidebars_follow_conversations_created_renamed_and_deleted(
+    context, server, user
+):
+    renamed = conversation_create(owner=user, title="Before")
+    doomed = conversation_create(owner=user, title="Doomed")
+    elsewhere = conversation_create(owner=user, title="Elsewhere")
+    logged_in(context, user)
+    first = open_conversation(context, renamed)
+    other = open_conversation(context, elsewhere)  # on another conversation
+    first.bring_to_front()
+
+    first.locator(f"[data-conversation-id='{renamed.id}'] [data-action=rename]").click()
+    first.get_by_label("Title").fill("After")
+    first.get_by_role("button", name="Save").click()
+    expect(other.locator(f"[data-conversation-id='{renamed.id}']")).to_contain_text("After")
+
+    first.locator(f"[data-conversation-id='{doomed.id}'] [data-action=delete]").click()
+    first.locator("#delete-dialog").get_by_role("button", name="Delete").click()
+    expect(other.locator(f"[data-conversation-id='{doomed.id}']")).to_have_count(0)
+
+    first.goto("/")
+    send(first, "A new one")
+    expect(first).to_have_url(re.compile(r"/c/[0-9a-f-]+/$"))
+    created = Conversation.objects.exclude(pk__in=[renamed.pk, elsewhere.pk]).get()
+    expect(other.locator(f"[data-conversation-id='{created.id}']")).to_be_visible()
+
+
 def test_a_refused_new_chat_keeps_the_typed_text_and_says_why(context, server, user):
     # As many replies streaming as a user may have (CHAT_MAX_STREAMING_PER_USER, 4).
     busy = []

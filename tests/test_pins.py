@@ -4,7 +4,7 @@ chatsite reaches into a few libraries' internals, each for a measured reason (a 
 at the call site says which). When an upgrade changes one, its test here fails and
 names what changed and where chatsite uses it. Written against daphne 4.2.3, autobahn
 26.10.2, Twisted 26.10.0, openai 3.57.0, channels 4.3.2, channels-redis 4.3.0,
-django-ninja 1.7.1 and langchain-core 1.8.3.
+django-ninja 1.7.1, langchain-core 1.8.3 and django-axes 8.3.1.
 """
 
 import inspect
@@ -134,3 +134,20 @@ def test_a_two_step_sequence_exposes_its_first_and_last_steps():
     assert (sequence.first, sequence.last, len(sequence.steps)) == (first, last, 2), (
         "RunnableSequence.first/last changed: llm/chain.py astream() runs them itself"
     )
+
+
+def test_axes_marks_a_login_refused_during_a_lockout_without_counting_it(user, settings, rf):
+    """access/signals.py tells the failure that locked from the attempts refused after
+    it by the request attributes axes sets (it records the first, not the others)."""
+    from django.contrib.auth import authenticate
+    from django.contrib.sessions.backends.db import SessionStore
+
+    settings.AXES_FAILURE_LIMIT = 1
+    seen = []
+
+    for _ in range(2):
+        request = rf.post("/login/", REMOTE_ADDR="10.6.6.6")
+        request.session = SessionStore()
+        assert authenticate(request, username="alice", password="wrong") is None
+        seen.append((request.axes_locked_out, request.axes_failures_since_start))
+    assert seen == [(True, 1), (True, None)]

@@ -399,3 +399,10 @@ def test_staff_set_a_persons_limits_in_the_admin(admin_client, user):
     found = limits.limits_for(user.pk)
     assert found.tokens_per_day == 5000
     assert found.requests_per_minute == 0
+    # The change is in the security audit log: whose, by whom, to what.
+    from access.models import SecurityEvent
+
+    event = SecurityEvent.objects.get(kind=SecurityEvent.Kind.QUOTA_CHANGED)
+    assert event.user == user
+    assert event.detail["by"] == "admin" and event.detail["action"] == "set"
+    assert event.detail["limits"]["tokens_per_day"] == 5000

@@ -1,6 +1,8 @@
 """Who calls the HTTP APIs: ``Authorization: Bearer <API key>``, else the browser's
 session (with its CSRF token on anything but a read). A key must be neither revoked nor
-expired, and a key of scope ``read`` only reads (403 ``key_read_only`` otherwise)."""
+expired, and a key of scope ``read`` only reads (403 ``key_read_only`` otherwise). The
+request keeps which credential it came with (``request.credential``), so a live stream
+it opens ends with it."""
 
 import hashlib
 import hmac
@@ -15,9 +17,12 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.security import HttpBearer
 from ninja.utils import check_csrf
 
+from access import throttling
+
 from .. import errors
 from ..db import db_call
 from ..errors import ChatError
+from ..live.credentials import Credential
 from ..models import ApiKey
 from ..services.apikeys import KEY_START, PREFIX_CHARS, hash_key
 
@@ -61,8 +66,10 @@ KEY_CACHE_S = 1.0
 _recent: dict[str, tuple[float, Any]] = {}
 
 
-async def afind_key(raw: str) -> ApiKey | None:
-    """find_key, remembered for KEY_CACHE_S (and never past the key's expiry)."""
+async def afind_key(raw: str, *, before_lookup=None) -> ApiKey | None:
+    """find_key, remembered for KEY_CACHE_S (and never past the key's expiry).
+    ``before_lookup`` is awaited before the database is asked (not when the key is
+    remembered), and may refuse by raising."""
     digest = hash_key(raw)
     now = time.monotonic()
     found = _recent.get(digest)
@@ -70,6 +77,8 @@ async def afind_key(raw: str) -> ApiKey | None:
         key = found[1]
         if key is None or key.expires_at is None or key.expires_at > timezone.now():
             return key
+    if before_lookup is not None:
+        await before_lookup()
     key = await db_call(find_key, raw)
     if len(_recent) > 10_000:
         _recent.clear()
@@ -110,15 +119,20 @@ class ApiAuth(HttpBearer):
             return None
         if request.method not in SAFE_METHODS and check_csrf(request) is not None:
             raise CsrfFailed()
+        request.credential = Credential.of_session(user, request.session)
         return user
 
     async def authenticate(self, request: HttpRequest, token: str):
-        key = await afind_key(token)
+        """The key's owner; an address that failed too often is refused (429) before
+        the database is asked, and every failure counts (access/throttling.py)."""
+        key = await afind_key(token, before_lookup=lambda: throttling.check_key_attempts(request))
         if key is None:
+            await throttling.key_failed(request)
             return None
         if key.scope == ApiKey.Scope.READ and (
             not self.reads_only_allowed or request.method not in SAFE_METHODS
         ):
             raise ChatError(errors.KEY_READ_ONLY)
         request.api_key = key  # what the conversations it makes are marked with
+        request.credential = Credential.of_key(key)
         return key.owner

@@ -253,7 +253,7 @@ async def answer_send(request, conversation: Conversation, start, *, streamed: b
         if release is not None:
             await release()
         raise
-    return exchange_answer(conversation, exchange, release=release)
+    return await exchange_answer(request, conversation, exchange, release=release)
 
 
 async def live_connection(request):
@@ -273,9 +273,12 @@ def closing(*closers):
     return close
 
 
-def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, release=None):
+async def exchange_answer(
+    request, conversation: Conversation, exchange: replies.Exchange, *, release=None
+):
     """A send's answer: its events as SSE (with ``release``, the stream's place among the
-    caller's connections), else 202 with both messages."""
+    caller's connections; the stream ends with the request's credential), else 202 with
+    both messages."""
     if release is None:
         return Status(
             202,
@@ -287,6 +290,7 @@ def exchange_answer(conversation: Conversation, exchange: replies.Exchange, *, r
             },
         )
     watching = exchange.subscription
+    await watching.end_with(getattr(request, "credential", None))
     return sse.response(
         sse.framed(
             streams.follow_reply(watching, exchange), on_close=closing(watching.close, release)
@@ -313,6 +317,7 @@ async def conversation_events(request, conversation_id: ConversationId):
     except BaseException:
         await release()
         raise
+    await watching.end_with(getattr(request, "credential", None))
     resume = sse.parse_last_event_id(request.headers.get("Last-Event-ID"))
     return sse.response(
         sse.framed(streams.live_events(watching, resume), on_close=closing(watching.close, release))

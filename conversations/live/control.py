@@ -6,6 +6,10 @@
 - ``run.stop``: to the process running a reply: stop it.
 - ``run.fill``: to the process running a reply: send a viewer the frames after a seq.
 - ``run.filled``: the answer, to the asking viewer's process, for that viewer.
+- ``credential.ended``: to every process with connections of a user: the connections
+  opened with this credential end (live/credentials.py says which).
+- ``user.event``: to every process with connections of a user: an event for all of them
+  (``conversations.changed``).
 """
 
 import logging
@@ -13,11 +17,25 @@ from typing import Any
 
 from .. import events
 from . import layer
-from .hub import FILL, FILLED, FRAME, STOP, hub
+from .hub import ENDED, FILL, FILLED, FRAME, STOP, USER_EVENT, hub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FILL", "FILLED", "FRAME", "STOP", "ask_to_fill", "ask_to_stop", "frame", "publish"]
+__all__ = [
+    "ENDED",
+    "FILL",
+    "FILLED",
+    "FRAME",
+    "STOP",
+    "USER_EVENT",
+    "ask_to_fill",
+    "ask_to_stop",
+    "credential_ended",
+    "end_credential",
+    "frame",
+    "publish",
+    "tell_user",
+]
 
 
 def frame(event: events.Event, conversation_id: Any = None) -> dict:
@@ -74,3 +92,25 @@ async def ask_to_fill(conversation_id: Any, message_id: str, *, after: int, addr
     await layer.to_runner(
         conversation_id, {"type": FILL, "message": message_id, "after": after, **address}
     )
+
+
+def credential_ended(user_id: Any, *, reason: str, **ends) -> dict:
+    """The news that a credential of a user ended: ``ends`` says which (``what`` and its
+    value, see live/credentials.py), ``reason`` why (the client is told)."""
+    return {"type": ENDED, "user": str(user_id), "reason": reason, "ends": ends}
+
+
+async def end_credential(message: dict) -> None:
+    """End every live connection opened with the credential a ``credential_ended``
+    message names, in this process and the others (raises if the layer is down)."""
+    await hub().publish_user(message["user"], message)
+
+
+async def tell_user(user_id: Any, event: events.Event) -> None:
+    """An event for every live connection of a user, wherever it is (logged, never
+    raised, when the layer is down: it only saves a reload)."""
+    message = {"type": USER_EVENT, "user": str(user_id), "json": events.dumps(event)}
+    try:
+        await hub().publish_user(user_id, message)
+    except Exception:
+        log.warning("could not tell user %s of %s", user_id, event["type"])

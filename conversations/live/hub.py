@@ -4,10 +4,11 @@ Every viewer in this process — a WebSocket, an event stream, a wait for a repl
 subscribes here to its conversation. An event published in this process reaches them by
 a function call, without a channel-layer round trip; it reaches every other process
 once, through the conversation's group, which holds the channel of each process with
-viewers of it (not one channel per viewer). The same channel receives what other
-processes ask of this process's runs (stop, fill) and the answers to fills this
-process's viewers asked for. One listener reads it and is never cancelled: cancelling
-a receive mid-pop can lose a message in channels_redis.
+viewers of it (not one channel per viewer). A user's group carries, the same way, the
+control messages for all of a user's connections (a credential ended). The same
+channel receives what other processes ask of this process's runs (stop, fill) and the
+answers to fills this process's viewers asked for. One listener reads it and is never
+cancelled: cancelling a receive mid-pop can lose a message in channels_redis.
 
 With the in-memory layer this process is the only one: nothing goes through the layer.
 
@@ -41,6 +42,10 @@ FRAME = "chat.frame"
 STOP = "run.stop"
 FILL = "run.fill"
 FILLED = "run.filled"
+# To every connection of a user, in any process: a credential ended, or an event for
+# the user rather than for one conversation (control.py).
+ENDED = "credential.ended"
+USER_EVENT = "user.event"
 
 _ids = itertools.count(1)
 
@@ -58,6 +63,7 @@ class Subscriber:
         self.inbox: asyncio.Queue = asyncio.Queue(INBOX_SIZE)
         self.dropped = 0
         self.task = None
+        self.user_id: str | None = None  # also hears its user's control messages
 
     def hand_over(self, on_message: Callable[[dict], Awaitable[None]]) -> None:
         self.task = asyncio.get_running_loop().create_task(self._hand_over(on_message))
@@ -110,6 +116,8 @@ class Hub:
         self.local_only = isinstance(layer.layer(), InMemoryChannelLayer)
         self.subscribers: dict[str, dict[int, Subscriber]] = {}
         self.by_id: dict[int, Subscriber] = {}
+        # Subscribers that hear their user's control messages, by user id.
+        self.by_user: dict[str, dict[int, Subscriber]] = {}
         self.listener: asyncio.Task | None = None
         self._starting = asyncio.Lock()
 
@@ -143,7 +151,32 @@ class Hub:
                 raise
         return subscriber
 
+    async def watch_user(self, subscriber: Subscriber, user_id: Any) -> None:
+        """Let a subscriber also hear its user's control messages (raises when the layer
+        is down); they come through its inbox like frames."""
+        user_id = str(user_id)
+        local = self.by_user.setdefault(user_id, {})
+        first = not local
+        local[subscriber.id] = subscriber
+        subscriber.user_id = user_id
+        if first and not self.local_only:
+            await layer.join(layer.user_group(user_id), self.channel)
+
+    async def _unwatch_user(self, subscriber: Subscriber) -> None:
+        user_id, subscriber.user_id = subscriber.user_id, None
+        local = self.by_user.get(user_id, {})
+        if local.pop(subscriber.id, None) is None or local:
+            return
+        del self.by_user[user_id]
+        if not self.local_only and self.channel:
+            try:
+                await layer.leave(layer.user_group(user_id), self.channel)
+            except Exception:
+                log.warning("could not leave a group; it expires by itself")
+
     async def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber.user_id is not None:
+            await self._unwatch_user(subscriber)
         local = self.subscribers.get(subscriber.conversation_id, {})
         self.by_id.pop(subscriber.id, None)
         if local.pop(subscriber.id, None) is None or local:
@@ -168,6 +201,18 @@ class Hub:
         self.deliver(conversation_id, message)
         if not self.local_only:
             await layer.to_viewers(conversation_id, {**message, "origin": self.origin})
+
+    def deliver_user(self, user_id: str, message: dict) -> None:
+        for subscriber in list(self.by_user.get(user_id, {}).values()):
+            subscriber.deliver(message)
+
+    async def publish_user(self, user_id: Any, message: dict) -> None:
+        """A control message for every connection of a user: this process's at once,
+        other processes' through the user's group (raises when the layer is down)."""
+        user_id = str(user_id)
+        self.deliver_user(user_id, message)
+        if not self.local_only:
+            await layer.to_user(user_id, {**message, "origin": self.origin})
 
     async def join_runner(self, conversation_id: Any) -> None:
         """Receive what other processes ask of this conversation's run."""
@@ -206,6 +251,9 @@ class Hub:
         elif kind == FILLED:
             if (subscriber := self.by_id.get(message.get("viewer"))) is not None:
                 subscriber.deliver(message)
+        elif kind in (ENDED, USER_EVENT):
+            if message.get("origin") != self.origin:
+                self.deliver_user(str(message.get("user")), message)
         elif kind in (STOP, FILL):
             run = registry.local_run(message.get("message"))
             if run is None:

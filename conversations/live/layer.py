@@ -26,12 +26,21 @@ def runner_group(conversation_id: Any) -> str:
     return f"run.{conversation_id}"
 
 
+def user_group(user_id: Any) -> str:
+    """Every process with a live connection of a user: control messages for them."""
+    return f"user.{user_id}"
+
+
 async def to_viewers(conversation_id: Any, message: dict) -> None:
     await layer().group_send(viewers_group(conversation_id), message)
 
 
 async def to_runner(conversation_id: Any, message: dict) -> None:
     await layer().group_send(runner_group(conversation_id), message)
+
+
+async def to_user(user_id: Any, message: dict) -> None:
+    await layer().group_send(user_group(user_id), message)
 
 
 async def to_channel(channel: str, message: dict) -> None:

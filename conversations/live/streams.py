@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .. import errors, events, selectors
 from ..models import Message
-from .subscription import Subscription
+from .subscription import CredentialEnded, Subscription
 from .viewer import STALL_CHECK_S, Viewer
 
 if TYPE_CHECKING:
@@ -69,6 +69,11 @@ class _Stream:
             return
         self.viewer.reset(snapshot)
         self.send(snapshot)
+
+    def end(self, reason: str) -> None:
+        """The stream's credential ended: say so, and end the stream."""
+        self.send(events.session_ended(reason))
+        self.ended = True
 
     def drain(self) -> list[Item]:
         items = [Item(text, json.loads(text)) for text in self.queue]
@@ -137,6 +142,9 @@ async def follow_reply(subscription: Subscription, exchange: "Exchange") -> Asyn
             continue
         try:
             ping = await stream.wait()
+        except CredentialEnded as ended:
+            stream.end(ended.reason)
+            continue
         except Exception:
             log.warning("channel layer lost under a stream of reply %s; polling", reply_id)
             layer_lost = True
@@ -182,6 +190,9 @@ async def live_events(
             return
         try:
             ping = await stream.wait()
+        except CredentialEnded as ended:
+            stream.end(ended.reason)
+            continue
         except Exception:
             log.warning("channel layer lost under a live stream; the client reconnects")
             stream.send(events.refusal(errors.live_lost()))

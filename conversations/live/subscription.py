@@ -11,7 +11,8 @@ import time
 
 from .. import selectors
 from ..models import Message
-from .hub import LOST, hub
+from .credentials import Credential
+from .hub import ENDED, LOST, USER_EVENT, hub
 from .viewer import STALL_CHECK_S
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,21 @@ class LiveLost(Exception):
     """The channel layer was lost under this process: events of other processes stop."""
 
 
+class CredentialEnded(Exception):
+    """The credential the stream was opened with ended; ``reason`` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Subscription:
     """A conversation's events, for a stream that reads them itself (live/hub.py)."""
 
     def __init__(self, subscriber) -> None:
         self.subscriber = subscriber
         self.conversation_id = subscriber.conversation_id
+        self.credential: Credential | None = None
 
     @property
     def address(self) -> dict | None:
@@ -36,13 +46,29 @@ class Subscription:
     async def open(cls, conversation_id) -> "Subscription":
         return cls(await hub().subscribe(conversation_id))
 
+    async def end_with(self, credential: Credential | None) -> None:
+        """End the stream (CredentialEnded from ``receive``) when ``credential`` ends."""
+        if credential is None:
+            return
+        self.credential = credential
+        await hub().watch_user(self.subscriber, credential.user_id)
+
     async def receive(self, wait_s: float) -> dict | None:
         """The next message, or None after ``wait_s`` seconds without one; LiveLost when
-        the channel layer went away."""
-        message = await self.subscriber.receive(wait_s)
-        if message is LOST:
-            raise LiveLost()
-        return message
+        the channel layer went away, CredentialEnded when the stream's credential did."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            message = await self.subscriber.receive(max(0.0, deadline - time.monotonic()))
+            if message is LOST:
+                raise LiveLost()
+            if message is None or message.get("type") not in (ENDED, USER_EVENT):
+                return message
+            if self.credential is None or message["type"] == USER_EVENT:
+                continue
+            if renewed := self.credential.renewed_by(message["ends"]):
+                self.credential = renewed
+            elif self.credential.ended_by(message["ends"]):
+                raise CredentialEnded(message["reason"])
 
     async def close(self) -> None:
         await self.subscriber.close()

@@ -58,11 +58,19 @@ def create_api_key(
 
 
 def revoke_api_key(*, owner, key_id: int) -> bool:
-    """Revoke one of ``owner``'s keys; it stops working with the next request."""
+    """Revoke one of ``owner``'s keys; it stops working within a second, and the live
+    streams it opened end."""
     return bool(revoke_api_keys(keys=ApiKey.objects.filter(owner=owner, pk=key_id)))
 
 
 def revoke_api_keys(*, keys) -> int:
     """Revoke the ``keys`` (a query of them) still in use, anyone's (staff, in the
-    admin); returns how many were."""
-    return keys.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+    admin); returns how many were. Each is saved, not updated in bulk: access/signals.py
+    hears each revocation (the audit log, the end of the key's live streams)."""
+    with transaction.atomic():
+        found = list(keys.select_for_update().filter(revoked_at__isnull=True))
+        now = timezone.now()
+        for key in found:
+            key.revoked_at = now
+            key.save(update_fields=["revoked_at"])
+    return len(found)

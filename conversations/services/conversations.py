@@ -135,6 +135,9 @@ async def conversation_start(
         watch=watch,
         new=functools.partial(_save_new, conversation, turns, tools),
     )
+    if exchange.created and source == Conversation.Source.WEB:
+        # Not for /v1's: one per call, and no sidebar shows them by themselves.
+        await control.tell_user(owner.pk, events.conversations_changed(conversation.id, "created"))
     return conversation, exchange
 
 
@@ -191,6 +194,9 @@ async def conversation_rename(*, conversation: Conversation, title: str) -> Conv
     # Not `updated_at`: a rename is not activity, so the history keeps its order.
     await conversation.asave(update_fields=["title"])
     await control.publish(conversation.id, events.conversation_updated(conversation))
+    await control.tell_user(
+        conversation.owner_id, events.conversations_changed(conversation.id, "updated")
+    )
     return conversation
 
 
@@ -200,7 +206,11 @@ async def conversation_delete(*, conversation: Conversation) -> None:
         await replies.reply_stop(conversation=conversation)
     except ChatError:
         pass  # nothing streams, or its worker is gone: its saves then match no row
+    conversation_id = conversation.id  # deleting clears it
     await db_call(_delete, conversation)
+    await control.tell_user(
+        conversation.owner_id, events.conversations_changed(conversation_id, "deleted")
+    )
 
 
 @transaction.atomic  # the deletion and what hooks record of it commit together

@@ -232,6 +232,7 @@
     let attempts = 0;
     let retryTimer = 0;
     let closedForGood = false;
+    let sessionEnded = null; // the session.ended event, until the close that follows it
     let resyncing = false;
     let stopRequested = null;
     let firstSnapshot = true;
@@ -624,6 +625,8 @@
       "message.interrupted": applyFinal,
       "conversation.updated": (event) => applyConversation(event.conversation),
       "branch.switched": applyBranchSwitched,
+      "session.ended": (event) => { sessionEnded = event; },
+      "conversations.changed": () => chatsite.sidebar?.reload(),
       error: applyError,
     };
 
@@ -667,6 +670,10 @@
         socket = null;
         resyncing = false;
         updateControls();
+        if (close.code === 4401 && sessionEnded) {
+          endedOrReconnect(sessionEnded);
+          return;
+        }
         if (close.code === 4401 || close.code === 4404) {
           closedForGood = true;
           setConnection("closed", "Unavailable");
@@ -683,6 +690,39 @@
           close.code === 4429 ? "Too many connections open; retrying…" : "Reconnecting…");
         retryTimer = setTimeout(connect, delay);
       });
+    }
+
+    // The credential the socket was opened with ended (docs/protocol.md, session.ended).
+    // This browser may be logged in still — its own password change gave it a new
+    // session — so ask once before saying the session ended; never reconnect in a loop.
+    async function endedOrReconnect(event) {
+      sessionEnded = null;
+      closedForGood = true;
+      setConnection("closed", "Session ended");
+      const loggedIn = async () => {
+        try {
+          const answer = await fetch("/api/models", { credentials: "same-origin", cache: "no-store" });
+          return answer.ok;
+        } catch {
+          return false;
+        }
+      };
+      // Asked twice: a password change in another tab ends this socket before that
+      // tab's answer has brought the browser its new session cookie.
+      let stillIn = await loggedIn();
+      if (!stillIn) {
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        stillIn = await loggedIn();
+      }
+      if (stillIn) {
+        closedForGood = false;
+        connect();
+        return;
+      }
+      const banner = $("[data-part=session-ended]");
+      $("[data-part=session-ended-detail]", banner).textContent = event.detail || "Your session ended.";
+      banner.hidden = false;
+      updateControls();
     }
 
     // Back online or back in view: no need to wait for the backoff.

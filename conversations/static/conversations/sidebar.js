@@ -283,5 +283,10 @@
     });
   }
 
-  chatsite.sidebar = { setTitle: setEntryTitle, bump: bumpEntry };
+  chatsite.sidebar = {
+    setTitle: setEntryTitle,
+    bump: bumpEntry,
+    // Another tab created, renamed or deleted a conversation (conversations.changed).
+    reload: () => reloadHistory({ background: true }),
+  };
 })();
