@@ -20,7 +20,7 @@ from ..live import control
 from ..llm import catalog
 from ..models import ApiKey, Conversation, Message
 from ..text import check_text
-from . import replies
+from . import checks, replies
 from .replies import Exchange
 
 
@@ -122,7 +122,7 @@ async def conversation_start(
         owner=owner,
         source=source,
         **through(api_key),
-        title=replies.title_from(first) if turns else "",
+        title=checks.title_from(first) if turns else "",
         system_prompt=system_prompt,
         model=catalog.check(model) if model is not None else catalog.default().name,
         temperature=temperature,

@@ -1,4 +1,4 @@
-"""Replies: checking a send, starting a reply (saving the user's message and the
+"""Replies: starting a reply (saving the user's message and the
 streaming reply, then the run), editing a message (a new branch and its reply),
 regenerating the latest reply, and stopping one wherever it runs.
 
@@ -11,29 +11,23 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import errors, events, hooks, llm, metrics, selectors
+from .. import errors, events, llm, metrics, selectors
 from ..db import db
 from ..errors import ChatError
-from ..live import control, layer
+from ..live import control
 from ..live.subscription import Subscription
 from ..llm import catalog
 from ..models import Conversation, Message
 from ..runs import registry
 from ..runs.agent import start_agent_run
 from ..runs.run import start_run
-from ..text import check_text
-from . import branches, sweeper
+from . import branches, checks, sweeper
 
 log = logging.getLogger(__name__)
-
-CLIENT_ID_CHARS = 100
-TITLE_CHARS = 60
 
 
 @dataclass
@@ -43,46 +37,6 @@ class Exchange:
     created: bool  # False when a repeated client_id found an earlier exchange
     # The conversation's events, when the caller asked to watch (reply_start).
     subscription: Subscription | None = None
-
-
-# --- checking ---------------------------------------------------------------------------
-
-
-def check_send(content: Any, client_id: Any = None) -> tuple[str, str | None]:
-    """Validate a message a user wants to send; returns (content, client_id)."""
-    if not isinstance(content, str):
-        raise errors.invalid_field("content", "a string")
-    if not content.strip():
-        raise ChatError(errors.EMPTY_CONTENT)
-    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise errors.too_long("message", len(content), settings.CHAT_MAX_MESSAGE_CHARS)
-    if client_id is not None and (
-        not isinstance(client_id, str) or not 0 < len(client_id) <= CLIENT_ID_CHARS
-    ):
-        raise errors.invalid_field("client_id", f"a string of 1 to {CLIENT_ID_CHARS} characters")
-    if client_id is not None:
-        check_text(client_id, "client_id")
-    return check_text(content, "content"), client_id
-
-
-async def _check_live(conversation: Conversation) -> None:
-    """Refuse to start a reply nobody could watch: Redis is down."""
-    if not await layer.reachable(conversation.id):
-        raise ChatError(errors.LIVE_UNAVAILABLE)
-
-
-def check_limits(*, owner_id: Any, conversation: Conversation | None = None) -> None:
-    """Refuse a new reply past one of its owner's limits (quotas/: tokens, replies per
-    minute, replies streaming at once), in the transaction that would start it, before
-    anything of it is saved. ``conversation``: the one the reply would stream in (None:
-    a new one); a busy one is refused as busy (409) by the database, so its own reply
-    is not counted."""
-    hooks.run(hooks.reply_starting, owner_id, conversation)
-
-
-def title_from(content: str) -> str:
-    words = " ".join(content.split())
-    return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 # --- doing ------------------------------------------------------------------------------
@@ -120,7 +74,7 @@ def _create_exchange(
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                check_limits(
+                checks.check_limits(
                     owner_id=conversation.owner_id, conversation=None if new else conversation
                 )
                 if new is not None:
@@ -152,7 +106,7 @@ def _create_exchange(
                 reply.siblings = [str(reply.pk)]
                 titled = not conversation.title
                 if titled:
-                    conversation.title = title_from(content)
+                    conversation.title = checks.title_from(content)
                 _touch(conversation, reply.model)
                 turns = _turns_before(user_message)
             return _Created(Exchange(user_message, reply, created=True), titled, turns, swept)
@@ -253,10 +207,10 @@ async def reply_start(
     a conversation that does not exist yet, in the same transaction
     (services.conversations.conversation_start).
     """
-    content, client_id = check_send(content, client_id)
+    content, client_id = checks.check_send(content, client_id)
     if model is not None:
         catalog.check(model)
-    await _check_live(conversation)
+    await checks.check_live(conversation)
     subscription = await subscribe(conversation.id) if watch else None
     try:
         # Shielded: a client that hangs up mid-call must not cut a send in half.
@@ -352,7 +306,7 @@ def _create_regeneration(
 ) -> _Created:
     with transaction.atomic():
         # First, as every start: the owner's limits lock before any reply's row does.
-        check_limits(owner_id=conversation.owner_id, conversation=conversation)
+        checks.check_limits(owner_id=conversation.owner_id, conversation=conversation)
         conversation.refresh_from_db(
             fields=["title", "model", "system_prompt", "temperature", "tools"]
         )
@@ -389,7 +343,7 @@ async def reply_regenerate(
     a sibling off the active branch, no longer shown to the model."""
     if model is not None:
         catalog.check(model)
-    await _check_live(conversation)
+    await checks.check_live(conversation)
     created = await _create_regeneration(
         conversation, message_id, model, registry.local_message_ids()
     )

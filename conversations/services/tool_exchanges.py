@@ -23,7 +23,7 @@ from ..models import ApiKey, Conversation, Message
 from ..openai_tools import ToolRequest, first_user_text
 from ..runs import registry
 from ..runs.client_tools import start_client_tools_run
-from . import replies, sweeper
+from . import checks, replies, sweeper
 from .conversations import _save_new, check_new, through
 from .replies import Exchange
 
@@ -54,7 +54,7 @@ def _create(
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                replies.check_limits(
+                checks.check_limits(
                     owner_id=conversation.owner_id, conversation=None if new else conversation
                 )
                 if new is not None:
@@ -104,13 +104,13 @@ async def tool_exchange_start(
             owner=owner,
             source=Conversation.Source.API,
             **through(api_key),
-            title=replies.title_from(first_user_text(request)),
+            title=checks.title_from(first_user_text(request)),
             system_prompt=request.system,
             model=catalog.check(model) if model is not None else catalog.default().name,
         )
         # /v1 never runs the conversation's own tools: the client's are the model's.
         new = functools.partial(_save_new, conversation, request.history, [])
-    await replies._check_live(conversation)
+    await checks.check_live(conversation)
     subscription = await replies.subscribe(conversation.id)
     try:
         exchange, rows, swept = await asyncio.shield(
