@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# The suite's processes: each test file runs whole in one of them.
+TEST_PROCESSES ?= 2
 
 .PHONY: run test lint bench durability clean frontend
 
@@ -45,7 +47,7 @@ run: $(VENV)/.installed $(VENV)/.frontend
 
 test: $(VENV)/.installed-test $(VENV)/.frontend
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -30,6 +30,20 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _a_prefix_of_this_sessions_own():
+    """Test sessions that share one Redis (CI's, parallel workers, a developer's) keep to
+    their own channel groups, counters and cache keys: the same prefix as the workers
+    the session starts (helpers/servers.py)."""
+    from django.conf import settings
+
+    prefix = f"chatsite-test-{os.getpid()}"
+    config = settings.CHANNEL_LAYERS["default"].get("CONFIG")
+    if config is not None and "prefix" in config:
+        config["prefix"] = prefix
+    settings.CACHES["default"]["KEY_PREFIX"] = prefix
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _close_the_pool_before_dropping_the_test_database(django_db_setup, django_db_blocker):
     """PostgreSQL keeps pooled connections open; the test database can only be dropped
     once they are closed."""

@@ -135,7 +135,7 @@ def test_guessing_api_keys_from_one_address_is_refused_with_429(settings, user, 
     # /v1 (and the event streams) authenticate the same way.
     openai = client.get("/v1/models", headers=bearer(f"chs_guess8888_{'x' * 40}"))
     assert openai.status_code == 429
-    assert openai.json()["error"]["code"] == "rate_limited"
+    assert openai.json()["error"]["code"] == "rate_limit_exceeded"  # OpenAI's name for it
     throttled = SecurityEvent.objects.filter(kind="key_throttled")
     assert [(e.address, e.detail["failures"]) for e in throttled] == [(address, 3)]
 

@@ -4,16 +4,24 @@ staff by a claim), log out (the provider's session too), and a login the provide
 refuses. Password login is off on this worker."""
 
 import os
+import warnings
 
+# The provider imports authlib's older API, which warns; authlib's own import makes its
+# warnings always shown, so it is imported first and its filter then overridden here.
+import authlib.deprecate  # noqa: F401
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
-from oidc_provider_mock import User, run_server_in_thread
 from playwright.sync_api import expect
 
 from access.models import SecurityEvent, SsoIdentity
 
 from .helpers.servers import start_daphne
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import oidc_provider_mock._app  # noqa: F401  (imported by the server later)
+    from oidc_provider_mock import User, run_server_in_thread
 from .test_browser import context  # noqa: F401
 from .test_browser import pytestmark as browser_marks
 
