@@ -58,8 +58,8 @@ async def test_a_viewer_that_stays_connected_gets_the_final_event_once(
     await ws.disconnect()
 
 
-async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user, conversation):
-    monkeypatch.setattr(viewer, "STALL_CHECK_S", 0.2)
+async def dead_reply(conversation) -> Message:
+    """A reply left streaming by a worker that died an hour ago, with its text so far."""
     orphan = await Message.objects.acreate(
         conversation=conversation,
         role=Message.Role.ASSISTANT,
@@ -69,6 +69,12 @@ async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user,
     )
     stale = timezone.now() - timedelta(hours=1)
     await Message.objects.filter(pk=orphan.pk).aupdate(updated_at=stale)
+    return orphan
+
+
+async def test_a_swept_reply_is_announced_to_each_viewer_once(monkeypatch, user, conversation):
+    monkeypatch.setattr(viewer, "STALL_CHECK_S", 0.2)
+    await dead_reply(conversation)
     ws = await connect(user, conversation.id)
     snapshot = await receive(ws)
     assert snapshot["messages"][0]["status"] == "streaming"
@@ -133,15 +139,7 @@ async def test_a_dead_reply_swept_out_of_a_sends_way_is_announced_at_once(
     """A reply whose worker died stands in the way of a new send: it is swept, and its
     viewers are told it ended before the new reply starts, not by a stall check later."""
     key = await sync_to_async(new_key)(user)
-    orphan = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.STREAMING,
-        content="kept so far",
-        seq=3,
-    )
-    stale = timezone.now() - timedelta(hours=1)
-    await Message.objects.filter(pk=orphan.pk).aupdate(updated_at=stale)
+    orphan = await dead_reply(conversation)
     watcher = await connect(user, conversation.id)
     await receive(watcher)
     if surface == "websocket":
