@@ -279,9 +279,8 @@ class ViewerConsumer(AsyncWebsocketConsumer):
         if this connection's session changed the password, follow it to its new key."""
         if self.credential is None:
             return
-        if renewed := self.credential.renewed_by(message["ends"]):
-            self.credential = renewed
-        elif self.credential.ended_by(message["ends"]):
+        self.credential = self.credential.after(message["ends"])
+        if self.credential is None:
             await self.send_event(events.session_ended(message["reason"]))
             await self.close(code=CLOSE_SESSION_ENDED)
 

@@ -42,6 +42,13 @@ class Credential:
     def of_key(cls, key) -> "Credential":
         return cls(user_id=str(key.owner_id), key_id=key.pk)
 
+    def after(self, ends: dict) -> "Credential | None":
+        """What a connection holds once it hears ``ends``: this credential, or the one a
+        password change carried it on to, or None when it ended."""
+        if renewed := self.renewed_by(ends):
+            return renewed
+        return None if self.ended_by(ends) else self
+
     def renewed_by(self, ends: dict) -> "Credential | None":
         """This credential as a password change carried it on (its session changed the
         password and got a new key), else None."""

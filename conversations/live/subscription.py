@@ -65,9 +65,8 @@ class Subscription:
                 return message
             if self.credential is None or message["type"] == USER_EVENT:
                 continue
-            if renewed := self.credential.renewed_by(message["ends"]):
-                self.credential = renewed
-            elif self.credential.ended_by(message["ends"]):
+            self.credential = self.credential.after(message["ends"])
+            if self.credential is None:
                 raise CredentialEnded(message["reason"])
 
     async def close(self) -> None:
