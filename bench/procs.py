@@ -159,6 +159,7 @@ class Environment:
             "CHAT_MODEL": "stub-model",
             "CHAT_MODEL_RETRIES": "0",
             "CHAT_MAX_STREAMING_PER_USER": "0",
+            "CHAT_QUOTA_CONNECTIONS": "0",  # the bench is one user with many sockets
             "CHAT_LOG_LEVEL": "WARNING",
             "CHANNEL_PREFIX": f"bench{os.getpid()}",
             "DEBUG": "",

@@ -47,6 +47,8 @@ class Plan:
     idle_connections: int = 1000
     burst: int = 100  # figure 9: sends arriving …
     burst_window_s: float = 0.1  # … within this long
+    load_systems: tuple[str, ...] = ("1w", "v1", "2w", "baseline")  # figure 4's systems
+    dump: bool = False  # figure 4: log every reply's time to first token
 
     @classmethod
     def quick(cls) -> "Plan":
@@ -254,6 +256,8 @@ class Bench:
                     ("baseline", [self.baseline], BaselineViewer),
                 )
                 for name, procs, kind in systems:
+                    if name not in plan.load_systems:
+                        continue
                     ports = [procs[i % len(procs)].port for i in range(n)]
                     if kind is ChatsiteViewer:
                         made = [kind(port, self.session, self.conversation()) for port in ports]
@@ -274,6 +278,9 @@ class Bench:
                     counted = await clients.metrics(procs[0].port) if name == "1w" else {}
                     started = time.perf_counter()
                     samples[name] = await staggered(n, spread, sends, None, content)
+                    if plan.dump:  # a stall shows as a run of falling times
+                        ttfts = (f"{r.ttft_ms() or -1:.0f}" for r in samples[name].replies)
+                        log(f"{name}, time to first token (ms) in start order: {' '.join(ttfts)}")
                     wall = time.perf_counter() - started
                     cores = (sum(p.cpu() for p in procs) - before) / wall
                     self.record(f"load_cpu.{self.database}.{n}.{name}", cores)
@@ -701,6 +708,11 @@ def postgres_url() -> str | None:
 
 async def main(args) -> None:
     plan = Plan.quick() if args.quick else Plan()
+    if args.levels:
+        plan.load_levels = tuple(int(n) for n in args.levels.split(","))
+    if args.systems:
+        plan.load_systems = tuple(args.systems.split(","))
+    plan.dump = args.dump
     figures = {int(n) for n in args.only.split(",")} if args.only else set(range(1, 10))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
@@ -769,6 +781,17 @@ def cli() -> None:
         help="CHAT_FRAME_INTERVAL_MS for the chatsite workers (default: theirs, 30)",
     )
     parser.add_argument("--only", help="comma-separated figure numbers to measure (default: all)")
+    parser.add_argument(
+        "--levels", help="figure 4's concurrencies, comma-separated (default: 25,50,100,200)"
+    )
+    parser.add_argument(
+        "--systems",
+        help="figure 4's systems, comma-separated from 1w (WebSocket, one worker), v1, "
+        "2w (two workers), baseline (default: all)",
+    )
+    parser.add_argument(
+        "--dump", action="store_true", help="figure 4: log each reply's time to first token"
+    )
     parser.add_argument(
         "--databases",
         default="sqlite,postgres",
