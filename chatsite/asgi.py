@@ -13,6 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from chatsite.keyed import KeyedHandler, KeyedRequests  # noqa: E402
 from chatsite.middleware import (  # noqa: E402
     RequestThreads,
     StaticFilesHandler,
@@ -34,8 +35,14 @@ application = WorkerTasksMiddleware(
         {
             # With no proxy in front (the embedded default), static files come from here,
             # with the pages' security headers.
+            # Requests to the APIs with a key skip the browser's middleware (keyed.py).
             "http": RequestThreads(
-                StaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+                KeyedRequests(
+                    StaticFilesHandler(django_asgi_app)
+                    if settings.SERVE_STATIC
+                    else django_asgi_app,
+                    keyed=KeyedHandler(),
+                )
             ),
             # Only the site's own pages (its scheme, host and port) may open a socket.
             "websocket": WebSocketOriginValidator(
