@@ -167,7 +167,10 @@ class RequestThreads:
     and no thread started per request once the process is warm.
     """
 
-    KEPT = 64  # idle threads kept; past a burst the others end
+    # Idle threads kept; past a burst the others end. Enough for the replies one worker
+    # streams at once: an HTTP stream holds its thread until it ends, and a thread
+    # started while a hundred streams run waits for the busy event loop to start.
+    KEPT = 256
 
     def __init__(self, app) -> None:
         self.app = app

@@ -104,6 +104,15 @@ def _llm(spec: catalog.ChatModel) -> BaseChatModel:
     )
 
 
+def preload() -> None:
+    """Import what the first reply from a model server would (the openai SDK, its aiohttp
+    transport, ``ChatOpenAI``), so that a worker can load it before it serves."""
+    from langchain_openai import ChatOpenAI  # noqa: F401
+
+    _chunk_dict_client()
+    _aiohttp_client()
+
+
 def forget_models() -> None:
     """Drop the kept clients (the settings changed)."""
     _llm.cache_clear()

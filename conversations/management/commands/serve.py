@@ -7,8 +7,10 @@ import socket
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.urls import get_resolver
 
 from chatsite.server import ChatCommandLineInterface
+from conversations.llm import client
 from conversations.runs import registry
 from conversations.services import sweeper
 
@@ -64,7 +66,14 @@ class Command(BaseCommand):
         # What is loaded by now lives as long as the process. Frozen, it is out of the
         # cyclic collector's sight: a full collection no longer walks its ~250,000
         # objects, a pause of ~140 ms for every stream of the worker (bench/, figure 2).
+        # The URLs (with the APIs' schemas) and the model's client are loaded first:
+        # Django and the first reply would load them lazily, after the freeze, where
+        # their ~80,000 objects made every full collection a pause of 50-80 ms under
+        # load (bench/, figure 4).
         import chatsite.asgi  # noqa: F401 - loaded before the freeze
 
+        get_resolver().url_patterns  # noqa: B018 - imports every URLconf and view
+        client.preload()
+        gc.collect()
         gc.freeze()
         ChatCommandLineInterface().run(argv)
