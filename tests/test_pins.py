@@ -8,6 +8,8 @@ django-ninja 1.7.1, langchain-core 1.8.3 and django-axes 8.3.1.
 """
 
 import inspect
+import uuid
+from unittest import mock
 
 # --- chatsite/server.py: daphne, autobahn, Twisted ------------------------------------------
 
@@ -87,6 +89,25 @@ def test_channels_redis_finds_a_groups_connection_by_consistent_hash():
         "channels_redis' consistent_hash/connection changed: live/layer.py reachable() uses them"
     )
     assert layer.consistent_hash("conv.x") in range(len(layer.hosts))
+
+
+async def test_channels_redis_keeps_a_groups_members_where_members_reads_them(redis_url):
+    from channels_redis.core import RedisChannelLayer
+
+    from conversations.live import layer
+
+    redis_layer = RedisChannelLayer(hosts=[redis_url], prefix=f"pin-{uuid.uuid4().hex}")
+    group = "conv.pin"
+    with mock.patch.object(layer, "layer", return_value=redis_layer):
+        await redis_layer.group_add(group, "specific.a!1")
+        await redis_layer.group_add(group, "specific.b!2")
+        assert sorted(await layer.members(group)) == ["specific.a!1", "specific.b!2"], (
+            "channels_redis no longer keeps a group's channels in the sorted set at "
+            "_group_key(group): live/layer.py members() reads it"
+        )
+        await redis_layer.group_discard(group, "specific.a!1")
+        assert await layer.members(group) == ["specific.b!2"]
+        await redis_layer.flush()
 
 
 # --- conversations/consumers.py: Channels' dispatch -----------------------------------------

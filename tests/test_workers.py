@@ -110,6 +110,32 @@ async def test_a_viewer_joining_worker_b_mid_reply_gets_every_token_once(
     await late.close()
 
 
+async def test_a_viewer_opening_on_worker_b_streams_live_though_a_streamed_to_nobody_else(
+    workers, user, conversation
+):
+    """Worker A sends a reply's text through Redis only while another worker has viewers
+    of the conversation (live/hub.py). A viewer opening on B once A has streamed a while
+    to nobody else is noticed within a moment: what it missed is filled, and the rest
+    comes live, each token once."""
+    a, b = workers
+    cookie = await session_cookie(user)
+    on_a = await WsViewer(a, cookie, conversation.id).open()
+    await on_a.send({"type": "message.send", "content": "Stream to me alone, then to both"})
+    reply_id = await on_a.reply_started()
+    await on_a.until(lambda e: e["type"] == "token" and e["seq"] >= 5)
+    late = await WsViewer(b, cookie, conversation.id).open()
+    await late.until_final(reply_id)
+    await on_a.until_final(reply_id)
+    reply = await saved(reply_id)
+    live = [e["seq"] for e in late.state.events if e["type"] == "token"]
+    assert len(live) > 3, live  # streamed live on B, not only the final event
+    assert live == sorted(set(live))  # in order, none twice
+    assert late.state.gaps == 0
+    assert late.state.text_of(reply_id) == on_a.state.text_of(reply_id) == reply.content
+    await on_a.close()
+    await late.close()
+
+
 async def test_a_killed_worker_leaves_an_interrupted_reply_and_a_usable_conversation(
     django_db_setup, redis_url, user, conversation
 ):

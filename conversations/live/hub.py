@@ -20,6 +20,7 @@ drops, and the viewer recovers as from any loss (a fill, a resync, the stall che
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,17 @@ ENDED = "credential.ended"
 USER_EVENT = "user.event"
 
 _ids = itertools.count(1)
+# How long a process trusts what it saw of other processes' viewers of a conversation.
+ELSEWHERE_S = 0.25
+
+
+def _recoverable(message: dict) -> bool:
+    """A reply's numbered frame (not its creation, seq 0, nor its end): a viewer that
+    misses it sees the gap at the next frame, or gets the whole text with the final
+    event."""
+    return (
+        message.get("type") == FRAME and (message.get("seq") or 0) >= 1 and not message.get("final")
+    )
 
 
 class Subscriber:
@@ -118,6 +130,8 @@ class Hub:
         self.by_id: dict[int, Subscriber] = {}
         # Subscribers that hear their user's control messages, by user id.
         self.by_user: dict[str, dict[int, Subscriber]] = {}
+        # conversation -> (until when it holds, whether another process has viewers)
+        self.elsewhere: dict[str, tuple[float, bool]] = {}
         self.listener: asyncio.Task | None = None
         self._starting = asyncio.Lock()
 
@@ -196,11 +210,35 @@ class Hub:
 
     async def publish(self, conversation_id: Any, message: dict) -> None:
         """A frame for every viewer: this process's at once, other processes' through the
-        layer (raises when the layer is unreachable; local viewers have it already)."""
+        layer (raises when the layer is unreachable; local viewers have it already).
+
+        A reply's numbered frames (text, tool calls) go through the layer only while
+        another process has viewers of the conversation: a group send costs four Redis round
+        trips, and this process, a member of the group itself, would read its own copy
+        back only to drop it. What another process learns late (a viewer there that
+        subscribed within ``ELSEWHERE_S``) it notices by the next frame's ``seq`` and
+        fills from the run, as after any loss; every other event always goes through."""
         conversation_id = str(conversation_id)
         self.deliver(conversation_id, message)
-        if not self.local_only:
-            await layer.to_viewers(conversation_id, {**message, "origin": self.origin})
+        if self.local_only:
+            return
+        if _recoverable(message) and not await self._watched_elsewhere(conversation_id):
+            return
+        await layer.to_viewers(conversation_id, {**message, "origin": self.origin})
+
+    async def _watched_elsewhere(self, conversation_id: str) -> bool:
+        """Whether a process other than this one is in the conversation's viewers group,
+        as seen at most ``ELSEWHERE_S`` ago."""
+        now = time.monotonic()
+        seen = self.elsewhere.get(conversation_id)
+        if seen is not None and seen[0] > now:
+            return seen[1]
+        members = await layer.members(layer.viewers_group(conversation_id))
+        watched = any(member != self.channel for member in members)
+        if len(self.elsewhere) > 10_000:
+            self.elsewhere.clear()
+        self.elsewhere[conversation_id] = (now + ELSEWHERE_S, watched)
+        return watched
 
     def deliver_user(self, user_id: str, message: dict) -> None:
         for subscriber in list(self.by_user.get(user_id, {}).values()):

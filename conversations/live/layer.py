@@ -1,8 +1,9 @@
 """The channel layer as chatsite uses it: who is addressed (the viewers of a
 conversation, the process running its reply, one channel) and whether it is up.
 
-The only module that knows channels_redis' internals (``consistent_hash`` and
-``connection``, in ``reachable`` and ``redis``; tests/test_pins.py pins them). The layer is lossy by
+The only module that knows channels_redis' internals (``consistent_hash``,
+``connection`` and ``_group_key``, in ``reachable``, ``members`` and ``redis``;
+tests/test_pins.py pins them). The layer is lossy by
 design — the database holds the durable copy — so senders decide what a failure means.
 """
 
@@ -53,6 +54,14 @@ async def join(group: str, channel: str) -> None:
 
 async def leave(group: str, channel: str) -> None:
     await layer().group_discard(group, channel)
+
+
+async def members(group: str) -> list[str]:
+    """The channels in a group now: channels_redis' sorted set of them (``_group_key``
+    on the group's connection; tests/test_pins.py pins both). Raises when Redis is down."""
+    current = layer()
+    connection = current.connection(current.consistent_hash(group))
+    return [name.decode() for name in await connection.zrange(current._group_key(group), 0, -1)]
 
 
 async def new_channel() -> str:
