@@ -30,8 +30,11 @@ def worker_env(stub_server: str, redis_url: str | None, seed: int) -> dict:
     env = stub_env(
         stub_server,
         CHAT_RUN_LEASE_S=str(chaos.LEASE_S),
-        # One user drives every scenario: no per-user cap on replies here.
+        # One user drives every scenario: no per-user cap on replies or connections here
+        # (a killed worker's connections hold their places for a minute, by design:
+        # two kills close together put this one user past the default 50).
         CHAT_MAX_STREAMING_PER_USER="0",
+        CHAT_QUOTA_CONNECTIONS="0",
     )
     if redis_url:
         env["REDIS_URL"] = redis_url

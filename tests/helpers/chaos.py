@@ -319,7 +319,8 @@ class Client:
                     continue
                 event = json.loads(raw)
                 if first and event.get("type") != "snapshot":
-                    log.fail(f"first event {event.get('type')}, not a snapshot")
+                    said = " ".join(filter(None, (event.get("type"), event.get("code"))))
+                    log.fail(f"first event {said}, not a snapshot")
                 first = False
                 if not self._apply(log, event):
                     await ws.send(json.dumps({"type": "resync"}))
