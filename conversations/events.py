@@ -70,6 +70,15 @@ def dumps(event: Event) -> str:
         return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+def loads(text: str) -> Event:
+    """An event back from ``dumps`` text (orjson, else the standard library for what
+    orjson refuses)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _iso(value) -> str | None:
     return value.isoformat() if value else None
 

@@ -14,7 +14,7 @@ def test_frames_are_the_same_compact_json_text_as_the_standard_library_writes():
     for event in samples:
         text = events.dumps(event)
         assert text == json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-        assert json.loads(text) == event
+        assert json.loads(text) == events.loads(text) == event
 
 
 def test_what_the_fast_encoder_refuses_is_still_encoded():
@@ -22,3 +22,4 @@ def test_what_the_fast_encoder_refuses_is_still_encoded():
     an event holding one still encodes rather than failing the reply."""
     event = {"type": "token", "text": "a\ud800b"}
     assert json.loads(events.dumps(event)) == event
+    assert events.loads(events.dumps(event)) == event

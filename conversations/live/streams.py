@@ -5,7 +5,6 @@ send, then the end) or everything (``live_events``: a snapshot, or a resume afte
 
 import asyncio
 import copy
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -76,7 +75,7 @@ class _Stream:
         self.ended = True
 
     def drain(self) -> list[Item]:
-        items = [Item(text, json.loads(text)) for text in self.queue]
+        items = [Item(text, events.loads(text)) for text in self.queue]
         self.queue.clear()
         if items:
             self.written_at = time.monotonic()
