@@ -24,7 +24,7 @@ from conversations import errors
 from conversations.db import db_call
 from conversations.live import layer
 
-from .limits import limits_for
+from .limits import limits_for, remembered_limits
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,10 @@ async def _nothing() -> None:
 async def open_connection(user_id: Any, kind: str) -> Callable[[], Awaitable[None]]:
     """A place for one more live connection of the person (hooks.connection_opening), or
     ChatError ``too_many_connections``; returns what frees the place."""
-    limit = (await db_call(limits_for, user_id)).connections
+    # Read from the database at most once per limits.CACHE_S per person: a stream opened
+    # under load does not queue behind the flushes for it.
+    limits = remembered_limits(user_id) or await db_call(limits_for, user_id)
+    limit = limits.connections
     if not limit:
         return _nothing
     key = _key(user_id)

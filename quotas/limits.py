@@ -79,7 +79,19 @@ def forget(user_id: Any = None) -> None:
 
 def limits_for(user_id: Any) -> Limits:
     """A person's limits (database access: call it off the event loop)."""
-    own, groups = _what_staff_set(user_id)
+    return _limits(*_what_staff_set(user_id))
+
+
+def remembered_limits(user_id: Any) -> Limits | None:
+    """A person's limits when what staff set for them was read less than CACHE_S ago,
+    else None: no database access (the event loop may call it)."""
+    found = _set.get(user_id)
+    if found is None or found[0] <= time.monotonic():
+        return None
+    return _limits(found[1], found[2])
+
+
+def _limits(own: dict | None, groups: list[dict]) -> Limits:
     base = defaults()
     chosen = {}
     for field in FIELDS:

@@ -406,3 +406,17 @@ def test_staff_set_a_persons_limits_in_the_admin(admin_client, user):
     assert event.user == user
     assert event.detail["by"] == "admin" and event.detail["action"] == "set"
     assert event.detail["limits"]["tokens_per_day"] == 5000
+
+
+def test_limits_read_within_the_cache_time_are_known_without_the_database(user, monkeypatch):
+    """A stream opening under load asks the database for its owner's limits at most once
+    per ``limits.CACHE_S``; staff's change is read again after it."""
+    limits.forget()
+    assert limits.remembered_limits(user.pk) is None
+    UserQuota.objects.create(user=user, connections=3)
+    read = limits.limits_for(user.pk)
+    assert read.connections == 3
+    assert limits.remembered_limits(user.pk) == read
+    clock = limits.time.monotonic() + limits.CACHE_S + 1
+    monkeypatch.setattr(limits.time, "monotonic", lambda: clock)
+    assert limits.remembered_limits(user.pk) is None
