@@ -383,6 +383,9 @@
       if (structureChanged) arrange();
       structureChanged = false;
       updateControls();
+      // The reader scrolled up since the page last scrolled itself, and the scroll event
+      // has not come yet: that still counts. Never pull them back down.
+      if (following && !firstRender && pane.scrollTop < autoScrollTop - 2) following = false;
       if (following || firstRender) scrollToLatest();
       firstRender = false;
       updateJump();
