@@ -3,6 +3,7 @@
 import gc
 import logging
 import socket
+import sys
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -76,4 +77,6 @@ class Command(BaseCommand):
         client.preload()
         gc.collect()
         gc.freeze()
+        if settings.CHAT_GIL_SWITCH_MS:
+            sys.setswitchinterval(settings.CHAT_GIL_SWITCH_MS / 1000)
         ChatCommandLineInterface().run(argv)
