@@ -151,18 +151,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # the number, and a writer that finds the lock taken sleeps in steps of up to 100 ms:
 # one thread queues them in order instead (bench/, figure 4: half the p50 at 100
 # replies).
-CHAT_DB_THREADS = env_int(
-    "CHAT_DB_THREADS", 1 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 4
-)
+_ON_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+CHAT_DB_THREADS = env_int("CHAT_DB_THREADS", 1 if _ON_SQLITE else 4)
 # How long (ms) a busy thread of a worker (its event loop) may hold the interpreter lock
 # before a waiting one gets it (Python's switch interval; 0: Python's own, 5 ms). The
 # database thread gives the lock up at every SQLite call and waits up to an interval to
 # get it back while the loop streams: on SQLite 1 ms cut the first-token p99 at 100
 # replies from +53-59 to +42-45 ms; on PostgreSQL the bench showed no clear effect
 # (docs/benchmarks.md).
-CHAT_GIL_SWITCH_MS = env_float(
-    "CHAT_GIL_SWITCH_MS", 1.0 if DATABASES["default"]["ENGINE"].endswith("sqlite3") else 0
-)
+CHAT_GIL_SWITCH_MS = env_float("CHAT_GIL_SWITCH_MS", 1.0 if _ON_SQLITE else 0)
 
 # --- Channel layer ----------------------------------------------------------------------
 # One process: the in-memory layer. Several processes: Redis carries every event
