@@ -175,8 +175,9 @@ async def test_dropped_frames_still_end_with_the_exact_stored_text(
     django_db_setup, redis_url, user, conversation
 ):
     # All of a process's viewers share one Redis list. With a capacity of 1 and two
-    # fast replies feeding worker B's list at once (one running on A, one on B itself),
-    # channels_redis drops frames silently on the way to B's viewers.
+    # fast replies running on worker A feeding worker B's list at once, channels_redis
+    # drops frames silently on the way to B's viewers. (A reply on B itself would not
+    # feed it: a worker sends its frames through Redis only to other workers' viewers.)
     from conversations.services.conversations import conversation_create
 
     second = await database_sync_to_async(conversation_create)(owner=user)
@@ -190,10 +191,13 @@ async def test_dropped_frames_still_end_with_the_exact_stored_text(
                 await WsViewer(a, cookie, conversation.id).open(),
                 await WsViewer(b, cookie, conversation.id).open(),
             ],
-            second.id: [await WsViewer(b, cookie, second.id).open()],
+            second.id: [
+                await WsViewer(a, cookie, second.id).open(),
+                await WsViewer(b, cookie, second.id).open(),
+            ],
         }
         await viewers[conversation.id][0].send({"type": "message.send", "content": "on A"})
-        await viewers[second.id][0].send({"type": "message.send", "content": "on B"})
+        await viewers[second.id][0].send({"type": "message.send", "content": "also on A"})
         async with asyncio.timeout(30):
             # Polling the database is the point here: it holds the truth.
             while await Message.objects.filter(status="streaming").aexists() or (  # noqa: ASYNC110
